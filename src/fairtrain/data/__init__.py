@@ -1,0 +1,1 @@
+"""Data stages' library code: loading, validation, splitting, preprocessing, augmentation."""

@@ -1,0 +1,1 @@
+"""Evaluation: test metrics, fairness audit, attributions and promotion gates."""

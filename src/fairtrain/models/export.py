@@ -1,0 +1,42 @@
+"""Trained weights as safetensors + architecture as JSON: loadable without unpickling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from fairtrain.io import atomic_path, read_json, write_json
+from fairtrain.models.mlp import TabularMLP
+
+WEIGHTS_FILE = "model.safetensors"
+ARCHITECTURE_FILE = "architecture.json"
+
+
+def state_dict_from_lightning_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The ``TabularMLP`` weights inside a Lightning checkpoint written by ``TabularClassifier``."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    prefix = "model."
+    return {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+
+
+def save_model(directory: str | Path, state_dict: dict[str, torch.Tensor], architecture: dict) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp))
+    write_json(directory / ARCHITECTURE_FILE, architecture)
+
+
+def load_model(directory: str | Path) -> TabularMLP:
+    """Rebuild the network from its JSON architecture and safetensors weights, in eval mode."""
+    directory = Path(directory)
+    architecture = read_json(directory / ARCHITECTURE_FILE)
+    model = TabularMLP(
+        n_features=int(architecture["n_features"]),
+        hidden_sizes=[int(h) for h in architecture["hidden_sizes"]],
+        dropout=float(architecture.get("dropout", 0.0)),
+    )
+    model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+    return model.eval()

@@ -1,0 +1,1 @@
+"""MLflow model packaging, registration, promotion and lineage."""

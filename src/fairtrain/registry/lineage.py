@@ -1,0 +1,52 @@
+"""Tags that lead from a registered model version back to its exact inputs."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from fairtrain.config import Params
+from fairtrain.io import file_sha256, json_sha256
+
+TRACKED_PACKAGES = ("torch", "pytorch-lightning", "ray", "mlflow", "dvc", "fairlearn", "captum")
+
+
+def _git(*args: str, cwd: Path) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def git_state(cwd: Path) -> dict[str, str]:
+    """Commit and dirtiness of the working tree. ``dvc.lock`` is left out of the dirty check:
+    ``dvc repro`` rewrites it while the pipeline runs."""
+    commit = _git("rev-parse", "HEAD", cwd=cwd)
+    if commit is None:
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", cwd=cwd)
+    return {"git_commit": commit, "git_dirty": str(bool(status)).lower()}
+
+
+def lineage_tags(params: Params, data_path: Path, run_id: str, project_root: Path) -> dict[str, str]:
+    tags = {
+        **git_state(project_root),
+        "data_path": str(params.dataset.path),
+        "data_sha256": file_sha256(data_path),
+        "params_sha256": json_sha256(params.model_dump(mode="json")),
+        "mlflow_run_id": run_id,
+        "ray_num_workers": str(params.train.num_workers),
+        "python": platform.python_version(),
+    }
+    dvc_lock = project_root / "dvc.lock"
+    if dvc_lock.exists():
+        tags["dvc_lock_sha256"] = file_sha256(dvc_lock)
+    for package in TRACKED_PACKAGES:
+        try:
+            tags[f"version.{package}"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return tags

@@ -1,0 +1,48 @@
+"""The served model: raw rows in, positive-class probability and label out.
+
+Everything it loads is data, not code: weights from safetensors, architecture, serving
+settings and preprocessing state from JSON. The model is logged "from code" (see
+``model_code.py``), so loading it never unpickles a Python object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+
+from fairtrain.data.preprocessing import Preprocessor
+from fairtrain.io import read_json
+from fairtrain.models.export import load_model
+
+# Names of the artifacts logged with the model (keys of ``context.artifacts``).
+MODEL_DIR = "model"
+PREPROCESSOR = "preprocessor"
+SERVING = "serving"
+
+
+class FairtrainModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.load(context.artifacts)
+
+    def load(self, artifacts: dict[str, str]) -> None:
+        self.preprocessor = Preprocessor.from_dict(read_json(artifacts[PREPROCESSOR]))
+        self.network = load_model(Path(artifacts[MODEL_DIR]))
+        serving = read_json(artifacts[SERVING])
+        self.threshold = float(serving["threshold"])
+        self.classes = np.asarray([serving["negative_class"], serving["positive_class"]], dtype=object)
+
+    def predict(self, context, model_input, params=None):
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        features = torch.from_numpy(self.preprocessor.transform(frame))
+        with torch.no_grad():
+            probability = torch.sigmoid(self.network(features)).numpy().astype(np.float64)
+        return pd.DataFrame(
+            {
+                "probability": probability,
+                "label": self.classes[(probability >= self.threshold).astype(int)],
+            }
+        )

@@ -1,0 +1,1 @@
+"""Model card rendering from what the pipeline recorded."""

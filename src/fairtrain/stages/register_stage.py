@@ -1,0 +1,126 @@
+"""The register stage: pyfunc model into the run, a registry version, aliases, lineage tags."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from fairtrain import tracking
+from fairtrain.config import Params
+from fairtrain.errors import TrackingError
+from fairtrain.io import read_json, write_json
+from fairtrain.registry import register as reg
+from fairtrain.registry.lineage import lineage_tags
+from fairtrain.registry.pyfunc_model import MODEL_DIR, PREPROCESSOR, SERVING
+
+log = logging.getLogger(__name__)
+EXAMPLE_ROWS = 5
+
+
+def input_example(test: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """A few test rows as a user would send them: raw feature columns, numbers as floats (so
+    the signature accepts integers too), missing categories written with the file's marker."""
+    schema = params.dataset
+    rows = test[schema.feature_columns].head(EXAMPLE_ROWS).copy()
+    marker = schema.missing_values[0] if schema.missing_values else ""
+    for column in schema.numeric_features:
+        rows[column] = rows[column].astype("float64")
+    for column in schema.categorical_features:
+        rows[column] = rows[column].astype(object).where(rows[column].notna(), marker)
+    return rows.reset_index(drop=True)
+
+
+def register_stage(
+    params: Params,
+    model_dir: Path,
+    preprocessor_path: Path,
+    test_path: Path,
+    evaluation_path: Path,
+    gates_path: Path,
+    run_ref_path: Path,
+    output_path: Path,
+    project_root: Path,
+) -> dict:
+    ref = tracking.RunRef.load(run_ref_path)
+    evaluation, gates = read_json(evaluation_path), read_json(gates_path)
+    name, metric = params.registry.model_name, params.registry.primary_metric
+    if metric not in evaluation:
+        raise TrackingError(
+            f"register.primary_metric {metric!r} is not in {evaluation_path}; "
+            f"choose one of {sorted(k for k, v in evaluation.items() if isinstance(v, float))}"
+        )
+
+    with tempfile.TemporaryDirectory(prefix="fairtrain-serving-") as scratch:
+        serving_path = Path(scratch) / "serving.json"
+        write_json(
+            serving_path,
+            {
+                "threshold": params.evaluate.threshold,
+                "positive_class": params.dataset.positive_class,
+                "negative_class": params.dataset.negative_class,
+                "label": params.dataset.label,
+            },
+        )
+        artifacts = {
+            MODEL_DIR: str(model_dir),
+            PREPROCESSOR: str(preprocessor_path),
+            SERVING: str(serving_path),
+        }
+        digest = reg.artifacts_digest(artifacts)
+        with tracking.resume_run(ref):
+            client = MlflowClient()
+            version = reg.find_existing_version(client, name, ref.run_id, digest)
+            if version is not None:
+                log.info(
+                    "run %s is already registered as %s v%s; reusing it", ref.run_id, name, version.version
+                )
+            else:
+                info = reg.log_pyfunc_model(
+                    artifacts,
+                    input_example(pd.read_parquet(test_path), params),
+                    params.dataset.numeric_features,
+                )
+                tags = {
+                    **lineage_tags(params, project_root / params.dataset.path, ref.run_id, project_root),
+                    reg.ARTIFACTS_HASH_TAG: digest,
+                }
+                version = reg.register_version(client, name, info.model_uri, ref.run_id, tags)
+
+            decision = reg.decide_promotion(
+                client,
+                name,
+                version.version,
+                metric,
+                evaluation[metric],
+                gates["passed"],
+                params.registry.promotion_margin,
+            )
+            client.set_registered_model_alias(name, reg.CHALLENGER, version.version)
+            if decision.promote:
+                client.set_registered_model_alias(name, reg.CHAMPION, version.version)
+            for key, value in {
+                "gate_decision": "passed" if gates["passed"] else "failed",
+                "gate_summary": gates["summary"],
+                "promotion": decision.reason,
+            }.items():
+                client.set_model_version_tag(name, version.version, key, value)
+            aliases = client.get_model_version(name, version.version).aliases
+
+    record = {
+        "model_name": name,
+        "version": version.version,
+        "model_uri": f"models:/{name}/{version.version}",
+        "aliases": sorted(aliases),
+        "run_id": ref.run_id,
+        "promoted": decision.promote,
+        "promotion_reason": decision.reason,
+        "previous_champion": decision.previous_champion,
+        "gates_passed": gates["passed"],
+    }
+    write_json(output_path, record)
+    log.info("%s v%s aliases %s; %s", name, version.version, record["aliases"], decision.reason)
+    return record

@@ -1,0 +1,132 @@
+"""The train stage: one MLflow run, Ray Train workers, an exported model."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from fairtrain import tracking
+from fairtrain.config import Params
+from fairtrain.data.preprocessing import Preprocessor
+from fairtrain.errors import TrainingError
+from fairtrain.io import read_json, write_json
+from fairtrain.models.export import save_model, state_dict_from_lightning_checkpoint
+from fairtrain.training.ray_runtime import ray_session
+from fairtrain.training.trainer import TrainingData, train_distributed
+
+log = logging.getLogger(__name__)
+
+
+def features_and_target(
+    frame: pd.DataFrame, preprocessor: Preprocessor, params: Params
+) -> tuple[np.ndarray, np.ndarray]:
+    target = (frame[params.dataset.label] == params.dataset.positive_class).to_numpy(np.float32)
+    return preprocessor.transform(frame), target
+
+
+def _flat_params(params: Params) -> dict[str, object]:
+    """The knobs that shape the model, as MLflow params (immutable per run, so logged once)."""
+    flat: dict[str, object] = {"dataset.path": params.dataset.path}
+    for section in ("prepare", "augment", "train"):
+        for key, value in getattr(params, section).model_dump(mode="json").items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def train_stage(
+    params: Params,
+    train_path: Path,
+    val_path: Path,
+    preprocessor_path: Path,
+    model_dir: Path,
+    run_ref_path: Path,
+    metrics_path: Path,
+    history_path: Path,
+) -> tracking.RunRef:
+    preprocessor = Preprocessor.from_dict(read_json(preprocessor_path))
+    train, val = pd.read_parquet(train_path), pd.read_parquet(val_path)
+    x_train, y_train = features_and_target(train, preprocessor, params)
+    x_val, y_val = features_and_target(val, preprocessor, params)
+
+    uri = tracking.resolve_tracking_uri()
+    experiment_id = tracking.configure(params.tracking.experiment, uri)
+    started = time.perf_counter()
+    # The run is closed FAILED by the context manager if anything below raises.
+    with mlflow.start_run(run_name=f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run:
+        run_id = run.info.run_id
+        log.info("MLflow run %s in %s", run_id, uri)
+        mlflow.log_params(_flat_params(params))
+        mlflow.set_tags({"fairtrain.stage": "train", "fairtrain.num_workers": params.train.num_workers})
+        for name, frame in (("train", train), ("val", val)):
+            dataset = mlflow.data.from_pandas(
+                frame,
+                source=str(train_path if name == "train" else val_path),
+                name=name,
+                targets=params.dataset.label,
+            )
+            mlflow.log_input(dataset, context="training" if name == "train" else "validation")
+
+        with ray_session():
+            outcome = train_distributed(
+                TrainingData(x_train, y_train, x_val, y_val),
+                params.train,
+                model_dir,
+                run_id=run_id,
+                tracking_uri=uri,
+            )
+        state = state_dict_from_lightning_checkpoint(outcome.checkpoint_path)
+        architecture = {
+            "n_features": int(x_train.shape[1]),
+            "hidden_sizes": params.train.hidden_sizes,
+            "dropout": params.train.dropout,
+            "feature_names": preprocessor.feature_names,
+        }
+        save_model(model_dir / "model", state, architecture)
+
+        if not outcome.history:
+            raise TrainingError("training reported no epochs")
+        best_epoch = int(outcome.best.get("epoch", outcome.history[-1]["epoch"]))
+        summary = {
+            "epochs_run": len(outcome.history),
+            "best_epoch": best_epoch + 1,
+            "best_val_loss": float(outcome.best["val_loss"]),
+            "best_val_auc": float(outcome.best.get("val_auc", float("nan"))),
+            "train_rows": len(train),
+            "num_workers": params.train.num_workers,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        mlflow.log_metrics(
+            {
+                "best_val_loss": summary["best_val_loss"],
+                "best_val_auc": summary["best_val_auc"],
+                "best_epoch": summary["best_epoch"],
+                "train_seconds": summary["seconds"],
+            }
+        )
+        write_json(metrics_path, summary)
+        write_json(
+            history_path,
+            [
+                {
+                    "epoch": int(r["epoch"]) + 1,
+                    **{k: float(r[k]) for k in ("train_loss", "val_loss", "val_auc") if k in r},
+                }
+                for r in outcome.history
+            ],
+        )
+        mlflow.log_artifact(str(metrics_path), "training")
+        ref = tracking.RunRef(run_id=run_id, experiment_id=experiment_id, tracking_uri=uri)
+        # Written last: a run reference on disk means a complete, usable training result.
+        ref.save(run_ref_path)
+    log.info(
+        "best epoch %d: val_loss %.4f, val_auc %.4f",
+        summary["best_epoch"],
+        summary["best_val_loss"],
+        summary["best_val_auc"],
+    )
+    return ref

@@ -1,0 +1,39 @@
+"""Start or join Ray: a local instance by default, an existing cluster via ``RAY_ADDRESS``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import ray
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def ray_session() -> Iterator[None]:
+    """Connect for the duration of the block and disconnect after.
+
+    With ``RAY_ADDRESS`` set (a ``ray start`` head, a KubeRay cluster) Ray joins that cluster
+    and no code changes; otherwise a local instance is started with this machine's CPUs and
+    shut down afterwards. A session that is already connected (tests, notebooks) is reused
+    and left running.
+    """
+    if ray.is_initialized():
+        yield
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        log.info("joining Ray cluster at %s", address)
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        log.info("starting a local Ray instance")
+        # The dashboard (loopback only) also serves the state API that Ray Train uses to
+        # clean up after its controller; without it Ray logs a warning every few seconds.
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,0 +1,113 @@
+"""Driver side of distributed training: build the ``TorchTrainer``, run it, pick the best
+checkpoint. Runs in the train stage's process; workers run ``worker.train_loop_per_worker``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import ray
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from fairtrain.config import TrainConfig
+from fairtrain.errors import TrainingError
+from fairtrain.training.worker import train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+# Where Ray Train keeps its checkpoints. Multi-node clusters need storage every node can
+# reach (s3://..., an NFS mount); on one machine a temporary folder is enough.
+STORAGE_ENV = "FAIRTRAIN_RAY_STORAGE"
+CHECKPOINT_FILE = "checkpoint.ckpt"  # the name RayTrainReportCallback writes
+
+
+@dataclass
+class TrainingOutcome:
+    checkpoint_path: Path  # a copy of the best epoch's Lightning checkpoint
+    history: list[dict]  # one row of reported metrics per epoch
+    best: dict  # the metrics of the best epoch
+
+
+@dataclass
+class TrainingData:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def scaling_config(params: TrainConfig) -> ScalingConfig:
+    """``ScalingConfig`` from params, failing fast when GPUs are asked for but absent."""
+    if params.use_gpu:
+        available = ray.cluster_resources().get("GPU", 0)
+        if available < params.num_workers:
+            raise TrainingError(
+                f"train.use_gpu is true with train.num_workers={params.num_workers}, but the Ray "
+                f"cluster has {available:g} GPU(s); set train.use_gpu: false to train on CPU"
+            )
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if not params.use_gpu and cpus < params.num_workers:
+        raise TrainingError(
+            f"train.num_workers={params.num_workers} needs {params.num_workers} CPUs but the Ray "
+            f"cluster has {cpus:g}; lower train.num_workers or join a larger cluster (RAY_ADDRESS)"
+        )
+    return ScalingConfig(num_workers=params.num_workers, use_gpu=params.use_gpu)
+
+
+def train_distributed(
+    data: TrainingData,
+    params: TrainConfig,
+    output_dir: Path,
+    run_id: str | None = None,
+    tracking_uri: str | None = None,
+) -> TrainingOutcome:
+    """Train on ``params.num_workers`` Ray workers; needs a connected Ray session."""
+    config = {
+        **params.model_dump(),
+        "n_features": int(data.x_train.shape[1]),
+        # One copy in the object store, shared zero-copy by workers on the same node.
+        "data": ray.put({k: np.ascontiguousarray(v) for k, v in vars(data).items()}),
+        "run_id": run_id,
+        "tracking_uri": tracking_uri,
+    }
+    storage = os.environ.get(STORAGE_ENV)
+    scratch = None if storage else tempfile.mkdtemp(prefix="fairtrain-ray-")
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=scaling_config(params),
+        torch_config=TorchConfig(backend="nccl" if params.use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=f"fairtrain-{run_id or 'adhoc'}",
+            storage_path=storage or scratch,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
+            ),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
+    try:
+        result = trainer.fit()
+        best = result.get_best_checkpoint(metric="val_loss", mode="min")
+        if best is None:
+            raise TrainingError("training finished without reporting a checkpoint")
+        output_dir.mkdir(parents=True, exist_ok=True)
+        target = output_dir / CHECKPOINT_FILE
+        with best.as_directory() as folder:
+            shutil.copyfile(Path(folder) / CHECKPOINT_FILE, target)
+        history = list(result.return_value or [])
+        best_metrics = next((r for (c, r) in result.best_checkpoints if c.path == best.path), {})
+        return TrainingOutcome(checkpoint_path=target, history=history, best=dict(best_metrics))
+    except TrainingError:
+        raise
+    except Exception as error:  # Ray wraps worker errors in TrainingFailedError
+        raise TrainingError(f"distributed training failed: {error}") from error
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
