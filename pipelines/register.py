@@ -14,11 +14,21 @@ if __name__ == "__main__":
     p.add_argument("--evaluation", type=Path, required=True)
     p.add_argument("--gates", type=Path, required=True)
     p.add_argument("--run-ref", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="raw data file, hashed for lineage")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     run_stage(
         "register",
         lambda: register_stage(
-            params_of(a), a.model, a.preprocessor, a.test, a.evaluation, a.gates, a.run_ref, a.out, Path.cwd()
+            params_of(a),
+            a.model,
+            a.preprocessor,
+            a.test,
+            a.evaluation,
+            a.gates,
+            a.run_ref,
+            a.out,
+            a.data,
+            Path.cwd(),
         ),
     )

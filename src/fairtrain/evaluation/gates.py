@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from fairtrain.config import GatesConfig
 
+FAIRNESS_GATES = ("demographic_parity_difference", "equalized_odds_difference")
 
-def _check(name: str, value: float | None, threshold: float, higher_is_better: bool) -> dict:
+
+def _check(
+    name: str, value: float | None, threshold: float, higher_is_better: bool, undefined_because: str = ""
+) -> dict:
     if value is None:
+        # Fail closed: a property that cannot be measured cannot be claimed.
+        why = undefined_because or "it is undefined on the test split"
         return {
             "name": name,
             "value": None,
             "threshold": threshold,
             "passed": False,
-            "reason": f"{name} is undefined on the test split",
+            "reason": f"{name} cannot be checked: {why}",
         }
     passed = value >= threshold if higher_is_better else value <= threshold
     relation = ">=" if higher_is_better else "<="
@@ -26,26 +32,35 @@ def _check(name: str, value: float | None, threshold: float, higher_is_better: b
     }
 
 
+def _why_undefined(feature: str, audit: dict) -> str:
+    excluded = audit.get("excluded_groups", [])
+    if len(audit["groups"]) - len(excluded) >= 2:
+        return ""
+    return (
+        f"fewer than two groups of {feature} have at least {audit.get('min_group_size')} test rows "
+        f"(too small: {', '.join(excluded) or 'none'})"
+    )
+
+
 def evaluate_gates(overall: dict, fairness: dict, gates: GatesConfig) -> dict:
     """Every check with its value, threshold and reason; ``passed`` only if all pass."""
+    limits = {
+        "demographic_parity_difference": gates.max_demographic_parity_difference,
+        "equalized_odds_difference": gates.max_equalized_odds_difference,
+    }
     checks = [_check("roc_auc", overall.get("roc_auc"), gates.min_roc_auc, higher_is_better=True)]
     for feature, audit in fairness.items():
-        checks.append(
-            _check(
-                f"{feature}.demographic_parity_difference",
-                audit["demographic_parity_difference"],
-                gates.max_demographic_parity_difference,
-                higher_is_better=False,
+        why = _why_undefined(feature, audit)
+        for metric in FAIRNESS_GATES:
+            checks.append(
+                _check(
+                    f"{feature}.{metric}",
+                    audit[metric],
+                    limits[metric],
+                    higher_is_better=False,
+                    undefined_because=why,
+                )
             )
-        )
-        checks.append(
-            _check(
-                f"{feature}.equalized_odds_difference",
-                audit["equalized_odds_difference"],
-                gates.max_equalized_odds_difference,
-                higher_is_better=False,
-            )
-        )
     failed = [c["name"] for c in checks if not c["passed"]]
     return {
         "passed": not failed,

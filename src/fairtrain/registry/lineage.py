@@ -34,7 +34,7 @@ def git_state(cwd: Path) -> dict[str, str]:
 def lineage_tags(params: Params, data_path: Path, run_id: str, project_root: Path) -> dict[str, str]:
     tags = {
         **git_state(project_root),
-        "data_path": str(params.dataset.path),
+        "data_path": str(data_path),
         "data_sha256": file_sha256(data_path),
         "params_sha256": json_sha256(params.model_dump(mode="json")),
         "mlflow_run_id": run_id,

@@ -119,14 +119,15 @@ def decide_promotion(
     margin: float,
 ) -> PromotionDecision:
     champion = version_by_alias(client, name, CHAMPION)
-    previous = champion.version if champion else None
+    # MLflow returns versions as int from some calls and str from others: compare as str.
+    previous = str(champion.version) if champion else None
     if not gates_passed:
         return PromotionDecision(False, "not promoted: at least one gate failed", previous)
     if value is None:
         return PromotionDecision(False, f"not promoted: test {metric} is undefined", previous)
     if champion is None:
         return PromotionDecision(True, "promoted: gates passed and there was no champion", previous)
-    if champion.version == version:
+    if previous == str(version):
         return PromotionDecision(True, "already the champion", previous)
     best = client.get_run(champion.run_id).data.metrics.get(f"test_{metric}")
     if best is None:

@@ -43,6 +43,7 @@ def register_stage(
     gates_path: Path,
     run_ref_path: Path,
     output_path: Path,
+    data_path: Path,
     project_root: Path,
 ) -> dict:
     ref = tracking.RunRef.load(run_ref_path)
@@ -85,35 +86,36 @@ def register_stage(
                     params.dataset.numeric_features,
                 )
                 tags = {
-                    **lineage_tags(params, project_root / params.dataset.path, ref.run_id, project_root),
+                    **lineage_tags(params, data_path, ref.run_id, project_root),
                     reg.ARTIFACTS_HASH_TAG: digest,
                 }
                 version = reg.register_version(client, name, info.model_uri, ref.run_id, tags)
 
+            number = str(version.version)  # int or str depending on the MLflow call
             decision = reg.decide_promotion(
                 client,
                 name,
-                version.version,
+                number,
                 metric,
                 evaluation[metric],
                 gates["passed"],
                 params.registry.promotion_margin,
             )
-            client.set_registered_model_alias(name, reg.CHALLENGER, version.version)
+            client.set_registered_model_alias(name, reg.CHALLENGER, number)
             if decision.promote:
-                client.set_registered_model_alias(name, reg.CHAMPION, version.version)
+                client.set_registered_model_alias(name, reg.CHAMPION, number)
             for key, value in {
                 "gate_decision": "passed" if gates["passed"] else "failed",
                 "gate_summary": gates["summary"],
                 "promotion": decision.reason,
             }.items():
-                client.set_model_version_tag(name, version.version, key, value)
-            aliases = client.get_model_version(name, version.version).aliases
+                client.set_model_version_tag(name, number, key, value)
+            aliases = client.get_model_version(name, number).aliases
 
     record = {
         "model_name": name,
-        "version": version.version,
-        "model_uri": f"models:/{name}/{version.version}",
+        "version": number,
+        "model_uri": f"models:/{name}/{number}",
         "aliases": sorted(aliases),
         "run_id": ref.run_id,
         "promoted": decision.promote,
@@ -122,5 +124,5 @@ def register_stage(
         "gates_passed": gates["passed"],
     }
     write_json(output_path, record)
-    log.info("%s v%s aliases %s; %s", name, version.version, record["aliases"], decision.reason)
+    log.info("%s v%s aliases %s; %s", name, number, record["aliases"], decision.reason)
     return record
