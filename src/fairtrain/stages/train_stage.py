@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -62,13 +63,13 @@ def train_stage(
         log.info("MLflow run %s in %s", run_id, uri)
         mlflow.log_params(_flat_params(params))
         mlflow.set_tags({"fairtrain.stage": "train", "fairtrain.num_workers": params.train.num_workers})
-        for name, frame in (("train", train), ("val", val)):
-            dataset = mlflow.data.from_pandas(
-                frame,
-                source=str(train_path if name == "train" else val_path),
-                name=name,
-                targets=params.dataset.label,
-            )
+        for name, frame, path in (("train", train, train_path), ("val", val, val_path)):
+            with warnings.catch_warnings():
+                # A local path matches two equivalent MLflow source types; it warns and picks one.
+                warnings.simplefilter("ignore", UserWarning)
+                dataset = mlflow.data.from_pandas(
+                    frame, source=str(path.resolve()), name=name, targets=params.dataset.label
+                )
             mlflow.log_input(dataset, context="training" if name == "train" else "validation")
 
         with ray_session():

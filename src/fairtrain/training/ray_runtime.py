@@ -9,6 +9,8 @@ from contextlib import contextmanager
 
 import ray
 
+from fairtrain.errors import TrainingError
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +29,15 @@ def ray_session() -> Iterator[None]:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         log.info("joining Ray cluster at %s", address)
-        ray.init(address=address, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError) as error:
+            raise TrainingError(
+                f"cannot join the Ray cluster at RAY_ADDRESS={address}: {str(error).splitlines()[0]}\n"
+                "Clusters started with `ray start` use token authentication: set RAY_AUTH_MODE=token "
+                "and provide the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token. "
+                "Unset RAY_ADDRESS to train on a local Ray instance instead."
+            ) from error
     else:
         log.info("starting a local Ray instance")
         # The dashboard (loopback only) also serves the state API that Ray Train uses to
