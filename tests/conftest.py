@@ -1,0 +1,49 @@
+"""Fixtures shared by every test tier: the real params, samples of the real data, and
+isolated MLflow stores. Nothing here reaches beyond loopback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fairtrain.config import Params, load_params
+from tests.helpers import PROJECT_ROOT
+
+# Keep tests offline and quiet: no usage statistics from Ray, MLflow or DVC.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return PROJECT_ROOT
+
+
+@pytest.fixture(scope="session")
+def project_params() -> Params:
+    return load_params(PROJECT_ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def adult_raw() -> pd.DataFrame:
+    """The embedded Adult file exactly as users have it (all cells as strings)."""
+    return pd.read_csv(PROJECT_ROOT / "data/raw/adult.csv.gz", dtype=str, keep_default_na=False)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite MLflow store for one test, selected the way users select a server."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    # Artifacts of runs in this store land under tmp_path too.
+    monkeypatch.chdir(tmp_path)
+    yield uri
+    if mlflow.active_run():
+        mlflow.end_run()

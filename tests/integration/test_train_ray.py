@@ -1,0 +1,87 @@
+"""Real Ray Train with 2 CPU workers (gloo DDP) and a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+import torch
+from sklearn.metrics import roc_auc_score
+
+from fairtrain.data.preprocessing import Preprocessor
+from fairtrain.errors import TrainingError
+from fairtrain.models.export import load_model
+from fairtrain.stages.train_stage import train_stage
+from tests.helpers import shrink_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance for the module; shut down afterwards so other tests start clean."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def _train(params, prepared, out):
+    return train_stage(
+        params,
+        prepared["train"],
+        prepared["val"],
+        prepared["preprocessor"],
+        out / "models",
+        out / "models/mlflow_run.json",
+        out / "metrics/train.json",
+        out / "plots/train_history.json",
+    )
+
+
+def test_two_workers_train_one_run_with_per_epoch_metrics(
+    local_ray, prepared, small_params, mlflow_store, tmp_path
+):
+    ref = _train(small_params, prepared, tmp_path)
+
+    runs = mlflow.search_runs(experiment_ids=[ref.experiment_id], output_format="list")
+    assert [r.info.run_id for r in runs] == [ref.run_id], "workers must not open runs of their own"
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.num_workers"] == "2"
+    assert run.data.params["train.max_epochs"] == "3"
+    assert run.inputs.dataset_inputs, "the training data's digest is logged as a run input"
+
+    summary = json.loads((tmp_path / "metrics/train.json").read_text())
+    history = mlflow.MlflowClient().get_metric_history(ref.run_id, "val_loss")
+    # Rank 0 alone logs one value per epoch: two workers would double it.
+    assert len(history) == summary["epochs_run"] <= 3
+    assert [m.step for m in history] == list(range(summary["epochs_run"]))
+    assert len(json.loads((tmp_path / "plots/train_history.json").read_text())) == summary["epochs_run"]
+
+    # The exported model is the best epoch's and it has learned something real.
+    preprocessor = Preprocessor.from_dict(json.loads(prepared["preprocessor"].read_text()))
+    test = pd.read_parquet(prepared["test"])
+    model = load_model(tmp_path / "models/model")
+    with torch.no_grad():
+        proba = torch.sigmoid(model(torch.from_numpy(preprocessor.transform(test)))).numpy()
+    y = (test[small_params.dataset.label] == small_params.dataset.positive_class).to_numpy()
+    assert roc_auc_score(y, proba) > 0.85
+    assert json.loads((tmp_path / "models/mlflow_run.json").read_text())["run_id"] == ref.run_id
+
+
+def test_gpu_request_without_gpu_fails_fast_and_marks_the_run_failed(
+    local_ray, prepared, small_params, mlflow_store, tmp_path
+):
+    if ray.cluster_resources().get("GPU", 0) >= 1:
+        pytest.skip("this machine has a GPU")
+    params = shrink_params(small_params, train={"use_gpu": True, "num_workers": 1})
+    with pytest.raises(TrainingError, match=r"use_gpu is true .* 0 GPU"):
+        _train(params, prepared, tmp_path)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert [r.info.status for r in runs] == ["FAILED"], "a failed training never stays RUNNING"
+    assert not (tmp_path / "models/mlflow_run.json").exists(), "no run reference for a failed run"
+    assert not np.any([p.name == "model.safetensors" for p in tmp_path.rglob("*")])
