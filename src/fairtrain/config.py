@@ -49,6 +49,8 @@ class DatasetConfig(_Section):
                 problems.append(f"{key} names columns not declared in dataset.columns: {unknown}")
         if self.label in self.columns and self.columns[self.label] != ColumnType.categorical:
             problems.append(f"label column {self.label!r} must be declared categorical")
+        if len(set(self.label_values)) != len(self.label_values):
+            problems.append(f"label_values must be two distinct values, got {self.label_values}")
         if self.positive_class not in self.label_values:
             problems.append(
                 f"positive_class {self.positive_class!r} is not one of label_values {self.label_values}"
@@ -173,8 +175,10 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling against params.yaml)"
-        shown = item.get("input")
-        value = "" if item["type"] in ("missing", "extra_forbidden") else f" (got {shown!r})"
+        shown = repr(item.get("input"))
+        # A whole-section validator's input is the entire section: too long to be useful.
+        skip = item["type"] in ("missing", "extra_forbidden") or len(shown) > 80
+        value = "" if skip else f" (got {shown})"
         lines.append(f"  {path}: {message}{value}")
     return "\n".join(lines)
 

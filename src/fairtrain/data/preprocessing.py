@@ -142,17 +142,23 @@ def fit_preprocessor(train: pd.DataFrame, schema: DatasetConfig, params: Prepare
 
 
 def _as_numeric(series: pd.Series, column: str, markers: list[str]) -> np.ndarray:
+    """Numbers (or numeric strings) as float64 with NaN for missing; anything else, including
+    infinities, raises naming the column."""
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        return series.to_numpy(dtype=np.float64, na_value=np.nan)
-    text = series.astype("string").str.strip()
-    text = text.mask(text.isin(markers).fillna(False).astype(bool))
-    parsed = pd.to_numeric(text, errors="coerce")
-    bad = text[parsed.isna() & text.notna()]
-    if len(bad):
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        shown = series
+    else:
+        text = series.astype("string").str.strip()
+        text = text.mask(text.isin(markers).fillna(False).astype(bool))
+        values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        shown = text
+    bad = np.isinf(values) | (np.isnan(values) & shown.notna().to_numpy())
+    if bad.any():
+        examples = pd.Series(shown.to_numpy()[bad]).astype(str).unique()[:5].tolist()
         raise DataValidationError(
-            f"column {column!r}: {len(bad)} value(s) are not numbers, e.g. {bad.unique()[:5].tolist()}"
+            f"column {column!r}: {int(bad.sum())} value(s) are not finite numbers, e.g. {examples}"
         )
-    return parsed.to_numpy(dtype=np.float64, na_value=np.nan)
+    return values
 
 
 def _category_codes(series: pd.Series, categories: list[str], markers: list[str]) -> np.ndarray:

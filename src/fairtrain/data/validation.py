@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from fairtrain.config import ColumnType, DatasetConfig
@@ -141,17 +142,20 @@ def validate_table(frame: pd.DataFrame, schema: DatasetConfig, source: str) -> V
 
 
 def _check_numeric(report: ValidationReport, column: str, series: pd.Series, missing: pd.Series) -> None:
-    if pd.api.types.is_numeric_dtype(series):
-        return
     present = series[~missing]
-    parsed = pd.to_numeric(present.astype("string").str.strip(), errors="coerce")
-    bad = present[parsed.isna()]
+    if pd.api.types.is_numeric_dtype(series):
+        parsed = present.astype("float64")
+    else:
+        parsed = pd.to_numeric(present.astype("string").str.strip(), errors="coerce").astype("float64")
+    # "inf", "-Infinity" and "1e400" parse as numbers but would make every standardised value
+    # of the column inf/NaN, so they fail here with the unparseable ones.
+    bad = present[~np.isfinite(parsed.to_numpy(dtype="float64", na_value=np.nan))]
     if len(bad):
         report.errors.append(
             Problem(
                 column,
                 "type",
-                f"{len(bad)} value(s) are not numbers",
+                f"{len(bad)} value(s) are not finite numbers",
                 count=len(bad),
                 examples=_examples(bad),
                 lines=_file_lines(bad.index),

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import (
-    MetricFrame,
-    count,
-    demographic_parity_difference,
-    equalized_odds_difference,
-    false_positive_rate,
-    selection_rate,
-    true_positive_rate,
-)
+from fairlearn.metrics import MetricFrame, count, selection_rate
 from sklearn.metrics import accuracy_score
 
 from fairtrain.evaluation.metrics import finite
+
+
+def _rate_given(y_true: np.ndarray, y_pred: np.ndarray, actual: int) -> float:
+    """P(predicted positive | true class = ``actual``); NaN when the group has no such rows.
+
+    Fairlearn's own ``true_positive_rate`` returns 0.0 for a group without positives, which
+    would report an undefined rate as a real one and inflate equalized odds.
+    """
+    rows = np.asarray(y_true) == actual
+    return float(np.mean(np.asarray(y_pred)[rows] == 1)) if rows.any() else float("nan")
+
+
+def true_positive_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return _rate_given(y_true, y_pred, 1)
+
+
+def false_positive_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return _rate_given(y_true, y_pred, 0)
+
 
 GROUP_METRICS = {
     "count": count,
@@ -26,16 +37,20 @@ GROUP_METRICS = {
 }
 
 
-def _disparities(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> dict:
-    if len(np.unique(groups)) < 2:
-        return {"demographic_parity_difference": None, "equalized_odds_difference": None}
+def _spread(values: pd.Series) -> float | None:
+    defined = values.dropna()
+    return float(defined.max() - defined.min()) if len(defined) >= 2 else None
+
+
+def _disparities(by_group: pd.DataFrame) -> dict:
+    """Fairlearn's definitions over the groups where each rate is defined: demographic parity
+    difference = spread of selection rates; equalized odds difference = the larger of the TPR
+    and FPR spreads."""
+    tpr, fpr = _spread(by_group["true_positive_rate"]), _spread(by_group["false_positive_rate"])
+    defined = [v for v in (tpr, fpr) if v is not None]
     return {
-        "demographic_parity_difference": finite(
-            demographic_parity_difference(y_true, y_pred, sensitive_features=groups)
-        ),
-        "equalized_odds_difference": finite(
-            equalized_odds_difference(y_true, y_pred, sensitive_features=groups)
-        ),
+        "demographic_parity_difference": _spread(by_group["selection_rate"]),
+        "equalized_odds_difference": max(defined) if defined else None,
     }
 
 
@@ -50,18 +65,19 @@ def group_metrics(y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.Series, 
     """
     groups = sensitive.astype(str).to_numpy()
     frame = MetricFrame(metrics=GROUP_METRICS, y_true=y_true, y_pred=y_pred, sensitive_features=groups)
+    table = frame.by_group
     by_group = {
         str(group): {name: (int(value) if name == "count" else finite(value)) for name, value in row.items()}
-        for group, row in frame.by_group.iterrows()
+        for group, row in table.iterrows()
     }
     excluded = sorted(g for g, row in by_group.items() if row["count"] < min_group_size)
-    eligible = ~np.isin(groups, excluded)
+    eligible = table[~table.index.astype(str).isin(excluded)]
     return {
         "groups": by_group,
         "min_group_size": min_group_size,
         "excluded_groups": excluded,
-        **_disparities(y_true[eligible], y_pred[eligible], groups[eligible]),
-        "all_groups": _disparities(y_true, y_pred, groups),
+        **_disparities(eligible),
+        "all_groups": _disparities(table),
     }
 
 

@@ -21,13 +21,18 @@ def _git(*args: str, cwd: Path) -> str | None:
     return done.stdout.strip()
 
 
+# Files `dvc repro` itself rewrites while the pipeline runs: changes there say nothing about
+# whether the code and params that produced the model match the commit.
+PIPELINE_OUTPUTS = ("dvc.lock", "metrics", "plots", "reports")
+
+
 def git_state(cwd: Path) -> dict[str, str]:
-    """Commit and dirtiness of the working tree. ``dvc.lock`` is left out of the dirty check:
-    ``dvc repro`` rewrites it while the pipeline runs."""
+    """Commit, and whether tracked files other than the pipeline's own outputs differ from it."""
     commit = _git("rev-parse", "HEAD", cwd=cwd)
     if commit is None:
         return {"git_commit": "unknown", "git_dirty": "unknown"}
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", cwd=cwd)
+    excluded = [f":!{path}" for path in PIPELINE_OUTPUTS]
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded, cwd=cwd)
     return {"git_commit": commit, "git_dirty": str(bool(status)).lower()}
 
 

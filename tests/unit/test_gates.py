@@ -1,0 +1,138 @@
+"""fairtrain.evaluation.gates.evaluate_gates: every check with value, threshold and reason."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fairtrain.config import GatesConfig
+from fairtrain.evaluation.fairness import group_metrics
+from fairtrain.evaluation.gates import evaluate_gates
+
+GATES = GatesConfig(
+    min_roc_auc=0.88, max_demographic_parity_difference=0.25, max_equalized_odds_difference=0.25
+)
+
+
+def _audit(dpd, eod, excluded=()):
+    """An audit in the shape ``fairness.group_metrics`` returns (two groups of 200 rows)."""
+    row = {"count": 200, "selection_rate": 0.2, "true_positive_rate": 0.7, "false_positive_rate": 0.1}
+    groups = {"F": dict(row), "M": dict(row)}
+    groups.update({name: dict(row, count=10) for name in excluded})
+    return {
+        "groups": groups,
+        "min_group_size": 100,
+        "excluded_groups": sorted(excluded),
+        "demographic_parity_difference": dpd,
+        "equalized_odds_difference": eod,
+        "all_groups": {"demographic_parity_difference": dpd, "equalized_odds_difference": eod},
+    }
+
+
+def _check(result, name):
+    return next(c for c in result["checks"] if c["name"] == name)
+
+
+def test_all_gates_pass():
+    result = evaluate_gates({"roc_auc": 0.91}, {"sex": _audit(0.2, 0.1), "race": _audit(0.05, 0.25)}, GATES)
+    assert result["passed"] is True
+    assert result["failed"] == []
+    assert result["summary"] == "all gates passed"
+    assert [c["name"] for c in result["checks"]] == [
+        "roc_auc",
+        "sex.demographic_parity_difference",
+        "sex.equalized_odds_difference",
+        "race.demographic_parity_difference",
+        "race.equalized_odds_difference",
+    ]
+    roc = _check(result, "roc_auc")
+    assert roc == {
+        "name": "roc_auc",
+        "value": 0.91,
+        "threshold": 0.88,
+        "passed": True,
+        "reason": "roc_auc = 0.9100 meets the requirement >= 0.88",
+    }
+    json.dumps(result)
+
+
+def test_values_on_the_threshold_pass():
+    result = evaluate_gates({"roc_auc": 0.88}, {"sex": _audit(0.25, 0.25)}, GATES)
+    assert result["passed"] is True
+
+
+@pytest.mark.parametrize(
+    ("overall", "fairness", "failed"),
+    [
+        ({"roc_auc": 0.87}, {"sex": _audit(0.1, 0.1)}, ["roc_auc"]),
+        ({"roc_auc": 0.95}, {"sex": _audit(0.2501, 0.1)}, ["sex.demographic_parity_difference"]),
+        (
+            {"roc_auc": 0.95},
+            {"sex": _audit(0.1, 0.1), "race": _audit(0.1, 0.6)},
+            ["race.equalized_odds_difference"],
+        ),
+        (
+            {"roc_auc": 0.5},
+            {"sex": _audit(0.3, 0.3)},
+            ["roc_auc", "sex.demographic_parity_difference", "sex.equalized_odds_difference"],
+        ),
+    ],
+)
+def test_failing_gates_are_named_with_reasons(overall, fairness, failed):
+    result = evaluate_gates(overall, fairness, GATES)
+    assert result["passed"] is False
+    assert result["failed"] == failed
+    assert result["summary"] == f"failed gates: {', '.join(failed)}"
+    for name in failed:
+        check = _check(result, name)
+        assert check["passed"] is False
+        assert "fails the requirement" in check["reason"]
+        assert f"{check['value']:.4f}" in check["reason"]
+
+
+def test_failing_reason_text():
+    result = evaluate_gates({"roc_auc": 0.95}, {"sex": _audit(0.3, 0.1)}, GATES)
+    assert _check(result, "sex.demographic_parity_difference")["reason"] == (
+        "sex.demographic_parity_difference = 0.3000 fails the requirement <= 0.25"
+    )
+
+
+def test_none_metric_fails_with_a_reason():
+    result = evaluate_gates({"roc_auc": 0.95}, {"sex": _audit(None, 0.1)}, GATES)
+    assert result["passed"] is False
+    assert result["failed"] == ["sex.demographic_parity_difference"]
+    check = _check(result, "sex.demographic_parity_difference")
+    assert check["value"] is None
+    assert check["passed"] is False
+    assert check["reason"].startswith("sex.demographic_parity_difference")
+    assert "undefined" in check["reason"]
+    assert _check(result, "sex.equalized_odds_difference")["passed"] is True
+
+
+def test_missing_roc_auc_fails():
+    for overall in ({"roc_auc": None}, {}):
+        result = evaluate_gates(overall, {}, GATES)
+        assert result["passed"] is False
+        assert result["failed"] == ["roc_auc"]
+        check = _check(result, "roc_auc")
+        assert check["value"] is None
+        assert "roc_auc" in check["reason"] and "undefined" in check["reason"]
+
+
+def test_gates_on_a_real_audit_with_too_few_large_groups():
+    # group_metrics gives null disparities when fewer than two groups are large enough;
+    # the gate must fail closed and say which groups were too small.
+    y_true = np.array([1, 0] * 60 + [1, 0] * 5)
+    y_pred = np.array([1, 0] * 60 + [0, 1] * 5)
+    sensitive = pd.Series(["White"] * 120 + ["Other"] * 10)
+    audit = group_metrics(y_true, y_pred, sensitive, min_group_size=100)
+    assert audit["demographic_parity_difference"] is None
+    result = evaluate_gates({"roc_auc": 0.95}, {"race": audit}, GATES)
+    assert result["failed"] == ["race.demographic_parity_difference", "race.equalized_odds_difference"]
+    for name in result["failed"]:
+        check = _check(result, name)
+        assert check["value"] is None
+        assert "Other" in check["reason"]

@@ -1,0 +1,75 @@
+"""fairtrain.data.split.split_dataset: seeded, stratified, disjoint train/val/test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fairtrain.config import PrepareConfig
+from fairtrain.data.split import split_dataset
+
+
+@pytest.fixture
+def table() -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    n = 200
+    labels = np.array(["pos"] * 60 + ["neg"] * 140)
+    rng.shuffle(labels)
+    return pd.DataFrame({"row_id": np.arange(n), "x": rng.normal(size=n), "y": labels})
+
+
+def _ids(splits: dict[str, pd.DataFrame]) -> dict[str, list[int]]:
+    return {name: sorted(part["row_id"].tolist()) for name, part in splits.items()}
+
+
+def test_sizes_match_the_fractions(table):
+    splits = split_dataset(table, "y", PrepareConfig(seed=1, test_size=0.2, val_size=0.1))
+    assert set(splits) == {"train", "val", "test"}
+    assert len(splits["test"]) == 40  # 0.2 of 200
+    assert len(splits["val"]) == 20  # 0.1 of the whole table, not of the remainder
+    assert len(splits["train"]) == 140
+
+
+def test_splits_are_disjoint_and_cover_every_row(table):
+    splits = split_dataset(table, "y", PrepareConfig(seed=1))
+    ids = _ids(splits)
+    union = ids["train"] + ids["val"] + ids["test"]
+    assert sorted(union) == list(range(len(table)))  # no row lost, none duplicated
+    assert set(ids["train"]).isdisjoint(ids["val"])
+    assert set(ids["train"]).isdisjoint(ids["test"])
+    assert set(ids["val"]).isdisjoint(ids["test"])
+
+
+def test_rows_are_kept_intact_and_reindexed(table):
+    splits = split_dataset(table, "y", PrepareConfig(seed=1))
+    for part in splits.values():
+        assert list(part.columns) == list(table.columns)
+        assert part.index.equals(pd.RangeIndex(len(part)))
+        merged = part.merge(table, on="row_id", suffixes=("", "_orig"))
+        assert (merged["x"] == merged["x_orig"]).all()
+        assert (merged["y"] == merged["y_orig"]).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_label_balance_is_preserved(table, seed):
+    overall = (table["y"] == "pos").mean()  # 0.3
+    splits = split_dataset(table, "y", PrepareConfig(seed=seed, test_size=0.2, val_size=0.1))
+    for name, part in splits.items():
+        rate = (part["y"] == "pos").mean()
+        # stratified: off by at most one row's worth
+        assert abs(rate - overall) <= 1 / len(part) + 1e-9, (name, rate)
+
+
+def test_same_seed_gives_identical_splits(table):
+    first = split_dataset(table, "y", PrepareConfig(seed=5))
+    second = split_dataset(table.copy(), "y", PrepareConfig(seed=5))
+    for name in first:
+        pd.testing.assert_frame_equal(first[name], second[name])
+
+
+def test_different_seed_gives_different_splits(table):
+    first = _ids(split_dataset(table, "y", PrepareConfig(seed=5)))
+    second = _ids(split_dataset(table, "y", PrepareConfig(seed=6)))
+    assert first["test"] != second["test"]
+    assert first["val"] != second["val"]
