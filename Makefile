@@ -15,9 +15,10 @@ export DO_NOT_TRACK ?= 1
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	@# torch first, pinned: the CPU wheel; anything that depends on torch then finds it satisfied
-	@# instead of pulling a multi-GB CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
+	@# torch first, pinned, so that nothing depending on torch pulls another build. Where pip
+	@# finds the CPU wheel (these machines keep it in pip's find-links) that is what comes; on
+	@# PyPI alone Linux gets the CUDA build: set TORCH_INDEX to PyTorch's CPU wheel index.
+	$(BIN)/pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -c requirements.lock -e ".[dev]"
 	touch $(STAMP)
 
@@ -34,11 +35,11 @@ test-fast: setup  ## unit tests only
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check src pipelines tests benchmarks
+	$(BIN)/ruff format --check src pipelines tests
 
 format: setup
 	$(BIN)/ruff check --fix .
-	$(BIN)/ruff format src pipelines tests benchmarks
+	$(BIN)/ruff format src pipelines tests
 
 ui: setup  ## MLflow UI on the embedded store, loopback only
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

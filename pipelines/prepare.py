@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from _common import params_of, parser
-from fairtrain.stages.data_stages import prepare_stage
+from fairtrain.stages.prepare_stage import prepare_stage
 from fairtrain.stages.runner import run_stage
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from _common import params_of, parser
-from fairtrain.stages.data_stages import validate_stage
 from fairtrain.stages.runner import run_stage
+from fairtrain.stages.validate_stage import validate_stage
 
 if __name__ == "__main__":
     p = parser(__doc__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -132,9 +132,20 @@ class EvaluateConfig(_Section):
     gates: GatesConfig = Field(default_factory=GatesConfig)
 
 
+# Test metrics a champion can be chosen by, and whether higher is better.
+PRIMARY_METRICS = {
+    "roc_auc": True,
+    "accuracy": True,
+    "f1": True,
+    "precision": True,
+    "recall": True,
+    "log_loss": False,
+}
+
+
 class RegisterConfig(_Section):
     model_name: str = Field(min_length=1)
-    primary_metric: str = "roc_auc"
+    primary_metric: Literal["roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"] = "roc_auc"
     promotion_margin: float = Field(0.0, ge=0)
 
 

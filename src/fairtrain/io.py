@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -44,8 +45,10 @@ def _umask() -> int:
 
 
 def write_json(path: str | Path, payload: Any) -> None:
+    """Strict JSON: NaN and infinities (undefined metrics) are written as null."""
+    text = json.dumps(json_safe(payload), indent=2, sort_keys=False, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(text + "\n")
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -72,15 +75,21 @@ def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
 
 def json_sha256(payload: Any) -> str:
     """Hash of a JSON-serialisable value, independent of key order."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_json_default)
+    canonical = json.dumps(json_safe(payload), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _json_default(value: Any) -> Any:
-    # numpy scalars and arrays reach us from metrics code; JSON has no NaN, so it becomes null.
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+def json_safe(value: Any) -> Any:
+    """numpy scalars/arrays → Python values; NaN and ±inf → None (JSON has neither)."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 @contextmanager

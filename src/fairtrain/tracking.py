@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from fairtrain.errors import TrackingError
 from fairtrain.io import read_json, write_json
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_STORE_FILE = "mlflow.db"
+# MLflow's own defaults (7 retries, backoff factor 2, 120 s timeout) keep a stage waiting for
+# many minutes when the server is down. These bound it to seconds for a refused connection
+# and about a minute for a silent one; users can still set the variables themselves.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
 
 
 def resolve_tracking_uri(project_root: str | Path | None = None) -> str:
@@ -36,10 +45,35 @@ def resolve_tracking_uri(project_root: str | Path | None = None) -> str:
     return f"sqlite:///{root / DEFAULT_STORE_FILE}"
 
 
-def configure(experiment: str, tracking_uri: str | None = None) -> str:
-    """Point MLflow at the store and experiment; returns the experiment id."""
+def configure_client(tracking_uri: str | None = None) -> str:
+    """Point MLflow at the store with bounded HTTP retries; returns the URI. Fails clearly when
+    a tracking server does not answer."""
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     uri = tracking_uri or resolve_tracking_uri()
     mlflow.set_tracking_uri(uri)
+    ensure_reachable(uri)
+    return uri
+
+
+def ensure_reachable(uri: str) -> None:
+    """One cheap request to a tracking server; a local SQLite store needs no check."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:  # requests' and MLflow's errors alike mean "not usable now"
+        first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise TrackingError(
+            f"the MLflow tracking server at {uri} is not usable: {first_line}\n"
+            "Outputs already written are kept; when the server is back, rerun `dvc repro` and only "
+            f"the stages that did not finish will run (or unset {TRACKING_URI_ENV} to use the local store)."
+        ) from None
+
+
+def configure(experiment: str, tracking_uri: str | None = None) -> str:
+    """Point MLflow at the store and experiment; returns the experiment id."""
+    uri = configure_client(tracking_uri)
     try:
         return mlflow.set_experiment(experiment).experiment_id
     except MlflowException as error:
@@ -67,19 +101,34 @@ class RunRef:
 
 
 @contextmanager
-def resume_run(ref: RunRef) -> Iterator[mlflow.ActiveRun]:
-    """Reopen the training run in the current store; fail clearly if it is not there."""
-    uri = resolve_tracking_uri()
-    mlflow.set_tracking_uri(uri)
+def resume_run(ref: RunRef, stage: str) -> Iterator[mlflow.ActiveRun]:
+    """Reopen the training run in the current store; fail clearly if it is not there.
+
+    A later stage failing does not make the training fail: the run keeps the status it had
+    (MLflow's own context manager would mark it FAILED) and gets a ``fairtrain.failed.<stage>``
+    tag with the error instead, removed again when the stage later succeeds.
+    """
+    uri = configure_client()
     try:
-        mlflow.get_run(ref.run_id)
+        status = mlflow.get_run(ref.run_id).info.status
     except MlflowException:
         raise TrackingError(
             f"MLflow run {ref.run_id} is not in the tracking store {uri} (the train stage recorded "
             f"it in {ref.tracking_uri}); set {TRACKING_URI_ENV} to that store or rerun `dvc repro train`"
         ) from None
-    with mlflow.start_run(run_id=ref.run_id) as run:
+    client, failure_tag = MlflowClient(uri), f"fairtrain.failed.{stage}"
+    run = mlflow.start_run(run_id=ref.run_id)
+    try:
         yield run
+    except BaseException as error:
+        with suppress(Exception):  # the store itself may be what failed
+            client.set_tag(ref.run_id, failure_tag, f"{type(error).__name__}: {error}"[:500])
+        with suppress(Exception):
+            mlflow.end_run(status=status)
+        raise
+    if failure_tag in client.get_run(ref.run_id).data.tags:
+        client.delete_tag(ref.run_id, failure_tag)
+    mlflow.end_run(status=status)
 
 
 def metric_key(*parts: str) -> str:

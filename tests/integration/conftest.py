@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from fairtrain.config import Params
-from fairtrain.stages.data_stages import augment_stage, prepare_stage, validate_stage
+from fairtrain.stages.augment_stage import augment_stage
+from fairtrain.stages.prepare_stage import prepare_stage
+from fairtrain.stages.validate_stage import validate_stage
 from tests.helpers import adult_sample, shrink_params
 
 SAMPLE_ROWS = 4000

@@ -12,79 +12,14 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-import pytorch_lightning as pl
-import torch
 from mlflow.exceptions import MlflowException
-from torch.utils.data import DataLoader, TensorDataset
 
-from fairtrain import tracking
-from fairtrain.data.preprocessing import Preprocessor
-from fairtrain.models.export import save_model
-from fairtrain.models.lightning_module import TabularClassifier
-from fairtrain.stages.evaluate_stage import evaluate_stage
 from fairtrain.stages.register_stage import register_stage
 from fairtrain.stages.report_stage import report_stage
-from fairtrain.stages.train_stage import features_and_target
 from tests.helpers import shrink_params
+from tests.integration.pipeline import run_after_training
 
 pytestmark = pytest.mark.slow
-EVAL_OUTPUTS = ("evaluation", "fairness", "attributions", "gates", "roc", "confusion", "predictions")
-
-
-def _train_plain(params, prepared, model_dir: Path, epochs: int) -> None:
-    """Train with plain Lightning and export exactly as the train stage does."""
-    pl.seed_everything(0, verbose=False)
-    preprocessor = Preprocessor.from_dict(json.loads(prepared["preprocessor"].read_text()))
-    x, y = features_and_target(pd.read_parquet(prepared["train"]), preprocessor, params)
-    module = TabularClassifier(x.shape[1], params.train.hidden_sizes, 0.1, 1e-3, 1e-4)
-    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=256, shuffle=True)
-    if epochs:
-        trainer = pl.Trainer(
-            max_epochs=epochs,
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
-        trainer.fit(module, loader)
-    state = {k[len("model.") :]: v for k, v in module.state_dict().items() if k.startswith("model.")}
-    save_model(
-        model_dir,
-        state,
-        {"n_features": x.shape[1], "hidden_sizes": params.train.hidden_sizes, "dropout": 0.1},
-    )
-
-
-def _pipeline_after_training(params, prepared, out: Path, epochs: int) -> dict:
-    """A run like the train stage's, then the real evaluate and register stages."""
-    _train_plain(params, prepared, out / "models/model", epochs)
-    experiment_id = tracking.configure(params.tracking.experiment)
-    with mlflow.start_run() as run:
-        ref = tracking.RunRef(run.info.run_id, experiment_id, tracking.resolve_tracking_uri())
-    ref.save(out / "models/mlflow_run.json")
-    outputs = {n: out / f"eval/{n}.{'parquet' if n == 'predictions' else 'json'}" for n in EVAL_OUTPUTS}
-    evaluate_stage(
-        params,
-        prepared["test"],
-        prepared["preprocessor"],
-        out / "models/model",
-        out / "models/mlflow_run.json",
-        outputs,
-    )
-    record = register_stage(
-        params,
-        out / "models/model",
-        prepared["preprocessor"],
-        prepared["test"],
-        outputs["evaluation"],
-        outputs["gates"],
-        out / "models/mlflow_run.json",
-        out / "models/registered.json",
-        data_path=prepared["raw"],
-        project_root=Path.cwd(),
-    )
-    return {"ref": ref, "outputs": outputs, "record": record}
 
 
 @pytest.fixture
@@ -105,7 +40,7 @@ def lenient(small_params):
 def test_register_promotes_logs_lineage_and_serves_raw_rows(
     lenient, prepared, mlflow_store, tmp_path, adult_raw
 ):
-    first = _pipeline_after_training(lenient, prepared, tmp_path / "a", epochs=3)
+    first = run_after_training(lenient, prepared, tmp_path / "a", epochs=3)
     name = lenient.registry.model_name
     client = mlflow.MlflowClient()
     assert first["record"]["version"] == "1"
@@ -161,7 +96,7 @@ def test_register_promotes_logs_lineage_and_serves_raw_rows(
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
 
     # An untrained model: registered as challenger, champion stays where it was.
-    second = _pipeline_after_training(lenient, prepared, tmp_path / "b", epochs=0)
+    second = run_after_training(lenient, prepared, tmp_path / "b", epochs=0)
     assert second["record"]["version"] == "2"
     assert second["record"]["aliases"] == ["challenger"]
     assert not second["record"]["promoted"]
@@ -181,7 +116,14 @@ def test_register_promotes_logs_lineage_and_serves_raw_rows(
     }
     (out / "train.json").write_text(
         json.dumps(
-            {"epochs_run": 3, "best_epoch": 3, "best_val_loss": 0.35, "best_val_auc": 0.9, "num_workers": 1}
+            {
+                "epochs_run": 3,
+                "best_epoch": 3,
+                "best_val_loss": 0.35,
+                "best_val_auc": 0.9,
+                "num_workers": 1,
+                "hyperparameters": lenient.train.model_dump(mode="json"),
+            }
         )
     )
     card = report_stage(lenient, json_inputs, out / "model_card.md")
@@ -192,7 +134,7 @@ def test_register_promotes_logs_lineage_and_serves_raw_rows(
 
 def test_failing_gate_blocks_promotion_with_a_reason(small_params, prepared, mlflow_store, tmp_path):
     strict = shrink_params(small_params, evaluate={"gates": {"min_roc_auc": 0.999}})
-    result = _pipeline_after_training(strict, prepared, tmp_path, epochs=1)
+    result = run_after_training(strict, prepared, tmp_path, epochs=1)
     gates = json.loads(result["outputs"]["gates"].read_text())
     assert not gates["passed"]
     assert "roc_auc" in gates["failed"]

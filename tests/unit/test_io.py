@@ -72,9 +72,17 @@ def test_write_json_handles_numpy_values(tmp_path):
     path = tmp_path / "m.json"
     write_json(path, {"auc": np.float32(0.5), "counts": np.array([1, 2]), "n": np.int64(3)})
     assert read_json(path) == {"auc": 0.5, "counts": [1, 2], "n": 3}
-    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+    with pytest.raises(TypeError, match="not JSON serializable"):
         write_json(tmp_path / "bad.json", {"x": object()})
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_write_json_writes_undefined_numbers_as_null(tmp_path):
+    path = tmp_path / "m.json"
+    write_json(path, {"auc": float("nan"), "gap": np.float64("inf"), "rows": [np.nan, 1.0]})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert read_json(path) == {"auc": None, "gap": None, "rows": [None, 1.0]}
 
 
 def test_write_parquet_round_trip(tmp_path):

@@ -53,6 +53,20 @@ def recorded() -> dict:
             "rows": {"train": 863, "val": 124, "test": 247},
             "positive_rate": {"train": 0.2411, "val": 0.2419, "test": 0.2429},
             "n_features": 23,
+            "recorded": {
+                "dataset_path": "data/raw/tiny.csv",
+                "label": "income-per-year",
+                "positive_class": ">50K",
+                "sensitive_features": ["sex", "race"],
+                "numeric_features": ["age", "hours-per-week"],
+                "categorical_features": ["workclass", "sex", "race"],
+                "dropped": ["fnlwgt"],
+                "seed": 7,
+                "test_size": 0.2,
+                "val_size": 0.1,
+                "log_transform": [],
+                "min_category_count": 5,
+            },
         },
         "augment": {
             "method": "random_oversample",
@@ -72,6 +86,18 @@ def recorded() -> dict:
             "train_rows": 982,
             "num_workers": 2,
             "seconds": 12.5,
+            "hyperparameters": {
+                "seed": 11,
+                "num_workers": 2,
+                "use_gpu": False,
+                "max_epochs": 9,
+                "batch_size": 128,
+                "learning_rate": 0.002,
+                "weight_decay": 0.0003,
+                "dropout": 0.25,
+                "hidden_sizes": [32, 16],
+                "early_stopping_patience": 2,
+            },
         },
         "evaluation": {
             "rows": 247,
@@ -230,13 +256,20 @@ def test_registry_run_and_decision(card, recorded):
     assert recorded["registered"]["promotion_reason"] in card
 
 
-def test_params_are_rendered(card, params):
-    assert "hidden layers 8 → 4" in card
+def test_model_details_come_from_what_was_recorded_not_current_params(card, params):
+    # train.json's hyperparameters (32 → 16) made the model; params.yaml now says 8 → 4.
+    assert params.train.hidden_sizes == [8, 4]
+    assert "hidden layers 32 → 16" in card and "8 → 4" not in card
+    assert "dropout 0.25" in card and "seed 11" in card
+    assert "`data/raw/tiny.csv`" in card
+
+
+def test_report_params_are_rendered(card, params):
     assert params.report.intended_use in card
     for use in params.report.out_of_scope_uses:
         assert f"- {use}" in card
     assert "Dropped columns: fnlwgt." in card
-    assert "6 raw columns (3 numeric, 3 categorical)" in card
+    assert "5 raw columns (2 numeric, 3 categorical)" in card  # from prepare.json's record
 
 
 def test_small_groups_and_findings(card, recorded):

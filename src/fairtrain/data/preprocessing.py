@@ -113,6 +113,11 @@ class Preprocessor:
         )
 
 
+def target_vector(frame: pd.DataFrame, schema: DatasetConfig) -> np.ndarray:
+    """The label as float32 0/1: 1 for the declared positive class."""
+    return (frame[schema.label] == schema.positive_class).to_numpy(np.float32)
+
+
 def fit_preprocessor(train: pd.DataFrame, schema: DatasetConfig, params: PrepareConfig) -> Preprocessor:
     """Fit on the training split only, so nothing about val/test leaks into the features."""
     numeric = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from fairtrain.io import atomic_path, read_json, write_json
+from fairtrain.io import atomic_directory, read_json, write_json
 from fairtrain.models.mlp import TabularMLP
 
 WEIGHTS_FILE = "model.safetensors"
@@ -22,11 +22,10 @@ def state_dict_from_lightning_checkpoint(path: str | Path) -> dict[str, torch.Te
 
 
 def save_model(directory: str | Path, state_dict: dict[str, torch.Tensor], architecture: dict) -> None:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp))
-    write_json(directory / ARCHITECTURE_FILE, architecture)
+    """Write weights and architecture into ``directory``, replacing it as a whole."""
+    with atomic_directory(directory) as staging:
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(staging / WEIGHTS_FILE))
+        write_json(staging / ARCHITECTURE_FILE, architecture)
 
 
 def load_model(directory: str | Path) -> TabularMLP:

@@ -38,8 +38,7 @@ class FairtrainModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         features = torch.from_numpy(self.preprocessor.transform(frame))
-        with torch.no_grad():
-            probability = torch.sigmoid(self.network(features)).numpy().astype(np.float64)
+        probability = self.network.predict_proba(features).numpy().astype(np.float64)
         return pd.DataFrame(
             {
                 "probability": probability,

@@ -1,15 +1,12 @@
-"""Log the pyfunc model, register a version, and move the aliases.
+"""Log the pyfunc model and register a version (aliases are ``promotion.py``'s business).
 
-``challenger`` always points at the newest version; ``champion`` moves only when every gate
-passed and the version beats the current champion's primary test metric by more than the
-margin. Registering the same run with the same artifacts again reuses its version instead of
-creating a duplicate.
+Registering the same run with the same artifacts and code again reuses its version instead
+of creating a duplicate.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -25,14 +22,13 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 
 import fairtrain
 from fairtrain.io import file_sha256, json_sha256
-from fairtrain.registry import model_code
 from fairtrain.registry.pyfunc_model import FairtrainModel
 
 log = logging.getLogger(__name__)
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 ARTIFACTS_HASH_TAG = "artifacts_sha256"
+# Executed by MLflow when the model loads; importing it here would run its set_model().
+MODEL_CODE = Path(__file__).with_name("model_code.py")
 SERVING_PACKAGES = ("torch", "safetensors", "pandas", "numpy", "pyarrow", "pydantic", "pyyaml", "mlflow")
 
 
@@ -55,27 +51,24 @@ def artifacts_digest(artifacts: dict[str, str]) -> str:
     return json_sha256(digests)
 
 
-def raw_rows_signature(
-    input_example: pd.DataFrame, output: pd.DataFrame, numeric: list[str]
-) -> ModelSignature:
-    """Every feature column is required; categoricals must be strings. Numeric columns accept
-    any type because MLflow will not turn int64 (what a CSV or JSON integer becomes) into
-    double; the preprocessor coerces them and names the column when a value is not a number."""
+def raw_rows_signature(input_example: pd.DataFrame, output: pd.DataFrame) -> ModelSignature:
+    """Every feature column is required, of any type. MLflow's type checks would reject what
+    users really send: it will not turn int64 (a CSV or JSON integer) into double, nor a
+    number-like category code into a string. The preprocessor coerces each column to its
+    declared kind and names the column when a value does not fit."""
     inferred = infer_signature(input_example, output)
-    inputs = [
-        ColSpec(AnyType(), spec.name) if spec.name in numeric else spec for spec in inferred.inputs.inputs
-    ]
+    inputs = [ColSpec(AnyType(), spec.name) for spec in inferred.inputs.inputs]
     return ModelSignature(inputs=Schema(inputs), outputs=inferred.outputs)
 
 
-def log_pyfunc_model(artifacts: dict[str, str], input_example: pd.DataFrame, numeric: list[str]) -> ModelInfo:
+def log_pyfunc_model(artifacts: dict[str, str], input_example: pd.DataFrame) -> ModelInfo:
     """Log the model into the active run, with a signature taken from real raw rows."""
     local = FairtrainModel()
     local.load(artifacts)
-    signature = raw_rows_signature(input_example, local.predict(None, input_example), numeric)
+    signature = raw_rows_signature(input_example, local.predict(None, input_example))
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=model_code.__file__,
+        python_model=str(MODEL_CODE),
         artifacts=artifacts,
         code_paths=[str(Path(fairtrain.__file__).parent)],
         signature=signature,
@@ -93,58 +86,6 @@ def find_existing_version(client: MlflowClient, name: str, run_id: str, digest: 
         if version.tags.get(ARTIFACTS_HASH_TAG) == digest:
             return version
     return None
-
-
-def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-
-
-@dataclass
-class PromotionDecision:
-    promote: bool
-    reason: str
-    previous_champion: str | None
-
-
-def decide_promotion(
-    client: MlflowClient,
-    name: str,
-    version: str,
-    metric: str,
-    value: float | None,
-    gates_passed: bool,
-    margin: float,
-) -> PromotionDecision:
-    champion = version_by_alias(client, name, CHAMPION)
-    # MLflow returns versions as int from some calls and str from others: compare as str.
-    previous = str(champion.version) if champion else None
-    if not gates_passed:
-        return PromotionDecision(False, "not promoted: at least one gate failed", previous)
-    if value is None:
-        return PromotionDecision(False, f"not promoted: test {metric} is undefined", previous)
-    if champion is None:
-        return PromotionDecision(True, "promoted: gates passed and there was no champion", previous)
-    if previous == str(version):
-        return PromotionDecision(True, "already the champion", previous)
-    best = client.get_run(champion.run_id).data.metrics.get(f"test_{metric}")
-    if best is None:
-        return PromotionDecision(True, f"promoted: champion v{previous} has no test_{metric}", previous)
-    if value > best + margin:
-        return PromotionDecision(
-            True,
-            f"promoted: test {metric} {value:.4f} beats champion v{previous} ({best:.4f}) "
-            f"by more than {margin}",
-            previous,
-        )
-    return PromotionDecision(
-        False,
-        f"not promoted: test {metric} {value:.4f} does not beat champion v{previous} "
-        f"({best:.4f}) by more than {margin}",
-        previous,
-    )
 
 
 def register_version(

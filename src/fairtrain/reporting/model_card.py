@@ -52,8 +52,12 @@ def small_groups(fairness: dict) -> list[str]:
 
 
 def render_model_card(params: Params, recorded: dict, generated_at: datetime | None = None) -> str:
-    """``recorded`` holds the parsed JSON outputs: validation, prepare, augment, train, history,
-    evaluation, fairness, attributions, gates, registered, run (the run reference)."""
+    """``recorded`` holds the parsed JSON outputs: validation, prepare, augment, train,
+    evaluation, fairness, attributions, gates, registered, run (the run reference).
+
+    Only ``params.report`` (intended use, wording) comes from the current params: everything
+    that describes the model comes from what its stages recorded.
+    """
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         undefined=StrictUndefined,
@@ -69,5 +73,6 @@ def render_model_card(params: Params, recorded: dict, generated_at: datetime | N
         generated_at=(generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC"),
         findings=disparity_findings(recorded["fairness"]),
         small_groups=small_groups(recorded["fairness"]),
+        gate_thresholds={check["name"]: check["threshold"] for check in recorded["gates"]["checks"]},
         **recorded,
     )

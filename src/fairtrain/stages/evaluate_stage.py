@@ -13,15 +13,36 @@ import torch
 
 from fairtrain import tracking
 from fairtrain.config import Params
-from fairtrain.data.preprocessing import Preprocessor
+from fairtrain.data.preprocessing import Preprocessor, target_vector
 from fairtrain.evaluation.attribution import integrated_gradients
 from fairtrain.evaluation.fairness import fairness_audit
 from fairtrain.evaluation.gates import evaluate_gates
 from fairtrain.evaluation.metrics import classification_metrics, confusion_rows, roc_points
-from fairtrain.io import read_json, write_json, write_parquet
+from fairtrain.io import json_safe, read_json, write_json, write_parquet
 from fairtrain.models.export import load_model
 
 log = logging.getLogger(__name__)
+
+
+def _nan_if_none(value: float | None) -> float:
+    # MLflow metrics are floats; an undefined metric is NaN there (null in our JSON files).
+    return float("nan") if value is None else value
+
+
+def run_metrics(overall: dict, fairness: dict, attributions: dict) -> dict[str, float]:
+    """Everything evaluate logs to MLflow as metrics, with MLflow-safe names."""
+    metrics = {
+        f"test_{k}": _nan_if_none(v) for k, v in overall.items() if k not in ("rows", "threshold", "timings")
+    }
+    for feature, audit in fairness.items():
+        for name in ("demographic_parity_difference", "equalized_odds_difference"):
+            metrics[tracking.metric_key("fairness", feature, name)] = _nan_if_none(audit[name])
+        for group, row in audit["groups"].items():
+            for name, value in row.items():
+                metrics[tracking.metric_key("group", feature, group, name)] = _nan_if_none(value)
+    for row in attributions["importance"]:
+        metrics[tracking.metric_key("attribution", row["column"])] = row["share"]
+    return metrics
 
 
 def evaluate_stage(
@@ -32,15 +53,18 @@ def evaluate_stage(
     run_ref_path: Path,
     outputs: dict[str, Path],
 ) -> dict:
-    """``outputs`` keys: evaluation, fairness, attributions, gates, roc, confusion, predictions."""
+    """``outputs`` keys: evaluation, fairness, attributions, gates, roc, confusion, predictions.
+
+    Results go to the MLflow run first (from memory) and to the local files last, so a failure
+    at any point leaves the previous local outputs untouched.
+    """
     schema, settings = params.dataset, params.evaluate
     preprocessor = Preprocessor.from_dict(read_json(preprocessor_path))
     test = pd.read_parquet(test_path)
     features = preprocessor.transform(test)
-    y_true = (test[schema.label] == schema.positive_class).to_numpy(np.int64)
+    y_true = target_vector(test, schema).astype(np.int64)
     model = load_model(model_dir)
-    with torch.no_grad():
-        proba = torch.sigmoid(model(torch.from_numpy(features))).numpy().astype(np.float64)
+    proba = model.predict_proba(torch.from_numpy(features)).numpy().astype(np.float64)
     y_pred = (proba >= settings.threshold).astype(np.int64)
 
     timings = {}
@@ -60,59 +84,29 @@ def evaluate_stage(
         settings.ig_internal_batch_size,
     )
     timings["attribution_seconds"] = time.perf_counter() - started
-
     gates = evaluate_gates(overall, fairness, settings.gates)
     overall["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    reports = {"evaluation": overall, "fairness": fairness, "attributions": attributions, "gates": gates}
+
+    with tracking.resume_run(tracking.RunRef.load(run_ref_path), "evaluate"):
+        mlflow.log_metrics(run_metrics(overall, fairness, attributions))
+        mlflow.set_tag("fairtrain.gates", "passed" if gates["passed"] else "failed")
+        for name, payload in reports.items():
+            mlflow.log_dict(json_safe(payload), f"evaluation/{name}.json")
 
     predictions = (
         test[schema.sensitive_features].astype(str).assign(y_true=y_true, probability=proba, y_pred=y_pred)
     )
     write_parquet(outputs["predictions"], predictions)
-    write_json(outputs["evaluation"], overall)
-    write_json(outputs["fairness"], fairness)
-    write_json(outputs["attributions"], attributions)
-    write_json(outputs["gates"], gates)
     write_json(outputs["roc"], roc_points(y_true, proba))
     labels = [schema.negative_class, schema.positive_class]
     write_json(outputs["confusion"], confusion_rows(y_true, proba, settings.threshold, labels))
-
-    with tracking.resume_run(tracking.RunRef.load(run_ref_path)):
-        mlflow.log_metrics(
-            {f"test_{k}": v for k, v in overall.items() if isinstance(v, float) and k != "threshold"}
-        )
-        for feature, audit in fairness.items():
-            mlflow.log_metrics(
-                {
-                    tracking.metric_key("fairness", feature, "demographic_parity_difference"): audit[
-                        "demographic_parity_difference"
-                    ]
-                    or float("nan"),
-                    tracking.metric_key("fairness", feature, "equalized_odds_difference"): audit[
-                        "equalized_odds_difference"
-                    ]
-                    or float("nan"),
-                    **{
-                        tracking.metric_key("group", feature, group, name): float("nan")
-                        if value is None
-                        else value
-                        for group, row in audit["groups"].items()
-                        for name, value in row.items()
-                    },
-                }
-            )
-        mlflow.log_metrics(
-            {
-                tracking.metric_key("attribution", row["column"]): row["share"]
-                for row in attributions["importance"]
-            }
-        )
-        mlflow.set_tag("fairtrain.gates", "passed" if gates["passed"] else "failed")
-        for key in ("evaluation", "fairness", "attributions", "gates"):
-            mlflow.log_artifact(str(outputs[key]), "evaluation")
+    for name, payload in reports.items():
+        write_json(outputs[name], payload)
     log.info(
         "test ROC-AUC %.4f, accuracy %.4f; %s",
-        overall["roc_auc"] or float("nan"),
+        _nan_if_none(overall["roc_auc"]),
         overall["accuracy"],
         gates["summary"],
     )
-    return {"overall": overall, "fairness": fairness, "attributions": attributions, "gates": gates}
+    return reports

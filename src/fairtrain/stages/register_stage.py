@@ -13,6 +13,7 @@ from fairtrain import tracking
 from fairtrain.config import Params
 from fairtrain.errors import TrackingError
 from fairtrain.io import read_json, write_json
+from fairtrain.registry import promotion
 from fairtrain.registry import register as reg
 from fairtrain.registry.lineage import lineage_tags
 from fairtrain.registry.pyfunc_model import MODEL_DIR, PREPROCESSOR, SERVING
@@ -72,7 +73,7 @@ def register_stage(
             SERVING: str(serving_path),
         }
         digest = reg.artifacts_digest(artifacts)
-        with tracking.resume_run(ref):
+        with tracking.resume_run(ref, "register"):
             client = MlflowClient()
             version = reg.find_existing_version(client, name, ref.run_id, digest)
             if version is not None:
@@ -83,7 +84,6 @@ def register_stage(
                 info = reg.log_pyfunc_model(
                     artifacts,
                     input_example(pd.read_parquet(test_path), params),
-                    params.dataset.numeric_features,
                 )
                 tags = {
                     **lineage_tags(params, data_path, ref.run_id, project_root),
@@ -92,7 +92,7 @@ def register_stage(
                 version = reg.register_version(client, name, info.model_uri, ref.run_id, tags)
 
             number = str(version.version)  # int or str depending on the MLflow call
-            decision = reg.decide_promotion(
+            decision = promotion.decide_promotion(
                 client,
                 name,
                 number,
@@ -101,15 +101,15 @@ def register_stage(
                 gates["passed"],
                 params.registry.promotion_margin,
             )
-            client.set_registered_model_alias(name, reg.CHALLENGER, number)
-            if decision.promote:
-                client.set_registered_model_alias(name, reg.CHAMPION, number)
+            client.set_registered_model_alias(name, promotion.CHALLENGER, number)
             for key, value in {
                 "gate_decision": "passed" if gates["passed"] else "failed",
                 "gate_summary": gates["summary"],
                 "promotion": decision.reason,
             }.items():
                 client.set_model_version_tag(name, number, key, value)
+            if decision.promote:
+                promotion.make_champion(client, name, number, decision.reason)
             aliases = client.get_model_version(name, number).aliases
 
     record = {

@@ -32,8 +32,8 @@ def report_stage(params: Params, inputs: dict[str, Path], output_path: Path) -> 
     """``inputs`` maps each name in ``RECORDED`` to the JSON file that stage wrote."""
     recorded = {name: read_json(inputs[name]) for name in RECORDED}
     card = render_model_card(params, recorded)
+    with tracking.resume_run(tracking.RunRef.load(inputs["run"]), "report"):
+        mlflow.log_text(card, f"model_card/{output_path.name}")
     write_text(output_path, card)
-    with tracking.resume_run(tracking.RunRef.load(inputs["run"])):
-        mlflow.log_artifact(str(output_path), "model_card")
     log.info("model card written to %s and logged to run %s", output_path, recorded["run"]["run_id"])
     return card

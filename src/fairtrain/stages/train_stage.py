@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -13,21 +15,21 @@ import pandas as pd
 
 from fairtrain import tracking
 from fairtrain.config import Params
-from fairtrain.data.preprocessing import Preprocessor
+from fairtrain.data.preprocessing import Preprocessor, target_vector
 from fairtrain.errors import TrainingError
-from fairtrain.io import read_json, write_json
+from fairtrain.io import json_safe, read_json, write_json
 from fairtrain.models.export import save_model, state_dict_from_lightning_checkpoint
 from fairtrain.training.ray_runtime import ray_session
-from fairtrain.training.trainer import TrainingData, train_distributed
+from fairtrain.training.trainer import CHECKPOINT_FILE, TrainingData, train_distributed
 
 log = logging.getLogger(__name__)
+HISTORY_KEYS = ("train_loss", "val_loss", "val_auc", "samples_per_second")
 
 
 def features_and_target(
     frame: pd.DataFrame, preprocessor: Preprocessor, params: Params
 ) -> tuple[np.ndarray, np.ndarray]:
-    target = (frame[params.dataset.label] == params.dataset.positive_class).to_numpy(np.float32)
-    return preprocessor.transform(frame), target
+    return preprocessor.transform(frame), target_vector(frame, params.dataset)
 
 
 def _flat_params(params: Params) -> dict[str, object]:
@@ -54,6 +56,7 @@ def train_stage(
     x_train, y_train = features_and_target(train, preprocessor, params)
     x_val, y_val = features_and_target(val, preprocessor, params)
 
+    model_dir.mkdir(parents=True, exist_ok=True)
     uri = tracking.resolve_tracking_uri()
     experiment_id = tracking.configure(params.tracking.experiment, uri)
     started = time.perf_counter()
@@ -72,60 +75,61 @@ def train_stage(
                 )
             mlflow.log_input(dataset, context="training" if name == "train" else "validation")
 
-        with ray_session():
+        with ray_session(), tempfile.TemporaryDirectory(prefix=".staging-", dir=model_dir) as scratch:
             outcome = train_distributed(
                 TrainingData(x_train, y_train, x_val, y_val),
                 params.train,
-                model_dir,
+                Path(scratch),
                 run_id=run_id,
                 tracking_uri=uri,
             )
-        state = state_dict_from_lightning_checkpoint(outcome.checkpoint_path)
-        architecture = {
-            "n_features": int(x_train.shape[1]),
-            "hidden_sizes": params.train.hidden_sizes,
-            "dropout": params.train.dropout,
-            "feature_names": preprocessor.feature_names,
-        }
-        save_model(model_dir / "model", state, architecture)
-
-        if not outcome.history:
-            raise TrainingError("training reported no epochs")
-        best_epoch = int(outcome.best.get("epoch", outcome.history[-1]["epoch"]))
-        summary = {
-            "epochs_run": len(outcome.history),
-            "best_epoch": best_epoch + 1,
-            "best_val_loss": float(outcome.best["val_loss"]),
-            "best_val_auc": float(outcome.best.get("val_auc", float("nan"))),
-            "train_rows": len(train),
-            "num_workers": params.train.num_workers,
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-        mlflow.log_metrics(
-            {
-                "best_val_loss": summary["best_val_loss"],
-                "best_val_auc": summary["best_val_auc"],
-                "best_epoch": summary["best_epoch"],
-                "train_seconds": summary["seconds"],
+            if not outcome.history or "val_loss" not in outcome.best:
+                raise TrainingError("training finished without a validation loss for any epoch")
+            state = state_dict_from_lightning_checkpoint(outcome.checkpoint_path)
+            summary = {
+                "epochs_run": len(outcome.history),
+                "best_epoch": int(outcome.best.get("epoch", outcome.history[-1]["epoch"])) + 1,
+                "best_val_loss": float(outcome.best["val_loss"]),
+                "best_val_auc": outcome.best.get("val_auc"),
+                "train_rows": len(train),
+                "num_workers": params.train.num_workers,
+                "seconds": round(time.perf_counter() - started, 1),
+                "hyperparameters": params.train.model_dump(mode="json"),
             }
-        )
-        write_json(metrics_path, summary)
-        write_json(
-            history_path,
-            [
-                {
-                    "epoch": int(r["epoch"]) + 1,
-                    **{k: float(r[k]) for k in ("train_loss", "val_loss", "val_auc") if k in r},
-                }
+            history = [
+                {"epoch": int(r["epoch"]) + 1, **{k: float(r[k]) for k in HISTORY_KEYS if k in r}}
                 for r in outcome.history
-            ],
-        )
-        mlflow.log_artifact(str(metrics_path), "training")
+            ]
+            mlflow.log_metrics(
+                {
+                    "best_val_loss": summary["best_val_loss"],
+                    "best_epoch": summary["best_epoch"],
+                    "train_seconds": summary["seconds"],
+                    **(
+                        {"best_val_auc": summary["best_val_auc"]}
+                        if summary["best_val_auc"] is not None
+                        else {}
+                    ),
+                }
+            )
+            mlflow.log_dict(json_safe(summary), "training/train.json")
+
+            # Local outputs last, each replaced atomically, the run reference after everything
+            # else: a run reference on disk always sits next to the model it describes.
+            architecture = {
+                "n_features": int(x_train.shape[1]),
+                "hidden_sizes": params.train.hidden_sizes,
+                "dropout": params.train.dropout,
+                "feature_names": preprocessor.feature_names,
+            }
+            save_model(model_dir / "model", state, architecture)
+            os.replace(outcome.checkpoint_path, model_dir / CHECKPOINT_FILE)
+        write_json(metrics_path, summary)
+        write_json(history_path, history)
         ref = tracking.RunRef(run_id=run_id, experiment_id=experiment_id, tracking_uri=uri)
-        # Written last: a run reference on disk means a complete, usable training result.
         ref.save(run_ref_path)
     log.info(
-        "best epoch %d: val_loss %.4f, val_auc %.4f",
+        "best epoch %d: val_loss %.4f, val_auc %s",
         summary["best_epoch"],
         summary["best_val_loss"],
         summary["best_val_auc"],

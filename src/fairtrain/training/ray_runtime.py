@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -40,9 +41,13 @@ def ray_session() -> Iterator[None]:
             ) from error
     else:
         log.info("starting a local Ray instance")
+        stop_handler = signal.getsignal(signal.SIGTERM)
         # The dashboard (loopback only) also serves the state API that Ray Train uses to
         # clean up after its controller; without it Ray logs a warning every few seconds.
         ray.init(include_dashboard=True, dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+        # ray.init replaces the SIGTERM handler; put back the stage's own (it ends the MLflow
+        # run and, through this context manager, shuts Ray down).
+        signal.signal(signal.SIGTERM, stop_handler)
     try:
         yield
     finally:

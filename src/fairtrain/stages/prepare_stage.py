@@ -1,0 +1,50 @@
+"""The prepare stage: stratified split and preprocessing fitted on the training split."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from fairtrain.config import Params
+from fairtrain.data.preprocessing import fit_preprocessor, target_vector
+from fairtrain.data.split import split_dataset
+from fairtrain.io import atomic_directory, write_json
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+PREPROCESSOR_FILE = "preprocessor.json"
+
+
+def prepare_stage(params: Params, validated_path: Path, output_dir: Path, stats_path: Path) -> dict:
+    """Split, fit preprocessing on train only, and write the splits + preprocessing state."""
+    frame = pd.read_parquet(validated_path)
+    splits = split_dataset(frame, params.dataset.label, params.prepare, params.dataset.sensitive_features)
+    preprocessor = fit_preprocessor(splits["train"], params.dataset, params.prepare)
+    with atomic_directory(output_dir) as staging:
+        for name in SPLITS:
+            splits[name].to_parquet(staging / f"{name}.parquet", index=False)
+        write_json(staging / PREPROCESSOR_FILE, preprocessor.to_dict())
+    schema = params.dataset
+    stats = {
+        "rows": {name: len(splits[name]) for name in SPLITS},
+        "positive_rate": {name: float(target_vector(splits[name], schema).mean()) for name in SPLITS},
+        "n_features": preprocessor.n_features,
+        # What this split was made from, for the model card (which must not read params.yaml
+        # directly: it would describe the current params, not the ones that made the model).
+        "recorded": {
+            "dataset_path": schema.path,
+            "label": schema.label,
+            "positive_class": schema.positive_class,
+            "sensitive_features": schema.sensitive_features,
+            "numeric_features": schema.numeric_features,
+            "categorical_features": schema.categorical_features,
+            "dropped": schema.drop,
+            **params.prepare.model_dump(mode="json"),
+        },
+    }
+    write_json(stats_path, stats)
+    log.info("split %s rows into %s; %d model features", len(frame), stats["rows"], preprocessor.n_features)
+    return stats

@@ -1,0 +1,79 @@
+"""Shared by integration tests: a model trained with plain Lightning (no Ray, seconds) and
+then taken through the real evaluate and register stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from fairtrain import tracking
+from fairtrain.data.preprocessing import Preprocessor
+from fairtrain.models.export import save_model
+from fairtrain.models.lightning_module import TabularClassifier
+from fairtrain.stages.evaluate_stage import evaluate_stage
+from fairtrain.stages.register_stage import register_stage
+from fairtrain.stages.train_stage import features_and_target
+
+EVAL_OUTPUTS = ("evaluation", "fairness", "attributions", "gates", "roc", "confusion", "predictions")
+
+
+def train_plain(params, prepared, model_dir: Path, epochs: int) -> None:
+    """Train with plain Lightning and export exactly as the train stage does."""
+    pl.seed_everything(0, verbose=False)
+    preprocessor = Preprocessor.from_dict(json.loads(prepared["preprocessor"].read_text()))
+    x, y = features_and_target(pd.read_parquet(prepared["train"]), preprocessor, params)
+    module = TabularClassifier(x.shape[1], params.train.hidden_sizes, 0.1, 1e-3, 1e-4)
+    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=256, shuffle=True)
+    if epochs:
+        trainer = pl.Trainer(
+            max_epochs=epochs,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(module, loader)
+    state = {k[len("model.") :]: v for k, v in module.state_dict().items() if k.startswith("model.")}
+    save_model(
+        model_dir,
+        state,
+        {"n_features": x.shape[1], "hidden_sizes": params.train.hidden_sizes, "dropout": 0.1},
+    )
+
+
+def run_after_training(params, prepared, out: Path, epochs: int) -> dict:
+    """A run like the train stage's, then the real evaluate and register stages."""
+    train_plain(params, prepared, out / "models/model", epochs)
+    experiment_id = tracking.configure(params.tracking.experiment)
+    with mlflow.start_run() as run:
+        ref = tracking.RunRef(run.info.run_id, experiment_id, tracking.resolve_tracking_uri())
+    ref.save(out / "models/mlflow_run.json")
+    outputs = {n: out / f"eval/{n}.{'parquet' if n == 'predictions' else 'json'}" for n in EVAL_OUTPUTS}
+    evaluate_stage(
+        params,
+        prepared["test"],
+        prepared["preprocessor"],
+        out / "models/model",
+        out / "models/mlflow_run.json",
+        outputs,
+    )
+    record = register_stage(
+        params,
+        out / "models/model",
+        prepared["preprocessor"],
+        prepared["test"],
+        outputs["evaluation"],
+        outputs["gates"],
+        out / "models/mlflow_run.json",
+        out / "models/registered.json",
+        data_path=prepared["raw"],
+        project_root=Path.cwd(),
+    )
+    return {"ref": ref, "outputs": outputs, "record": record}
