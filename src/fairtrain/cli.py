@@ -1,0 +1,265 @@
+"""``fairtrain``: what users do with registered models outside ``dvc repro``.
+
+    fairtrain champion                 the champion, its lineage and test metrics
+    fairtrain versions                 every version with its aliases and gate decision
+    fairtrain compare 3 @champion      two versions' metrics and fairness side by side
+    fairtrain promote 4                make version 4 champion (gates must have passed)
+    fairtrain promote --rollback       swap champion and previous-champion
+    fairtrain predict rows.csv         score raw rows with the champion (or --model URI)
+
+Every command takes ``--json`` for machine-readable output. Exit codes: 0 success, 1 a
+problem with the request or the registry (message on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from fairtrain import tracking
+from fairtrain.config import load_params
+from fairtrain.errors import FairtrainError, TrackingError
+from fairtrain.registry import promotion
+
+LINEAGE_TAGS = (
+    "git_commit",
+    "git_dirty",
+    "data_path",
+    "data_sha256",
+    "params_sha256",
+    "dvc_lock_sha256",
+    "mlflow_run_id",
+    "ray_num_workers",
+    "gate_decision",
+    "gate_summary",
+    "promotion",
+)
+COMPARED_PREFIXES = ("test_", "fairness/", "best_val_")
+
+
+def _model_name(args: argparse.Namespace) -> str:
+    if args.model_name:
+        return args.model_name
+    if args.params.exists():
+        return load_params(args.params).registry.model_name
+    raise TrackingError(f"no --model-name given and no {args.params} to read register.model_name from")
+
+
+def _resolve(client: MlflowClient, name: str, spec: str) -> ModelVersion:
+    """A version number ("3") or an alias ("@champion" or "champion")."""
+    try:
+        if spec.lstrip("@").isdigit():
+            return client.get_model_version(name, spec.lstrip("@"))
+        return client.get_model_version_by_alias(name, spec.lstrip("@"))
+    except MlflowException:
+        raise TrackingError(f"model {name!r} has no version or alias {spec!r}") from None
+
+
+def _describe(client: MlflowClient, version: ModelVersion) -> dict:
+    metrics = client.get_run(version.run_id).data.metrics
+    return {
+        "name": version.name,
+        "version": str(version.version),
+        "aliases": sorted(version.aliases),
+        "run_id": version.run_id,
+        "created": pd.Timestamp(version.creation_timestamp, unit="ms", tz="UTC").isoformat(),
+        "lineage": {k: version.tags[k] for k in LINEAGE_TAGS if k in version.tags},
+        "test_metrics": {k[len("test_") :]: v for k, v in sorted(metrics.items()) if k.startswith("test_")},
+    }
+
+
+def _emit(args: argparse.Namespace, payload: object, text: str) -> None:
+    print(json.dumps(payload, indent=2) if args.json else text)
+
+
+def cmd_champion(args: argparse.Namespace, client: MlflowClient) -> None:
+    name = _model_name(args)
+    champion = promotion.version_by_alias(client, name, promotion.CHAMPION)
+    if champion is None:
+        raise TrackingError(f"model {name!r} has no champion yet (run the pipeline, or `fairtrain promote`)")
+    info = _describe(client, champion)
+    lines = [
+        f"{name} v{info['version']} ({', '.join(info['aliases'])}), run {info['run_id']}, {info['created']}"
+    ]
+    lines += [f"  {k}: {v}" for k, v in info["lineage"].items()]
+    lines += [f"  test {k}: {v:.4f}" for k, v in info["test_metrics"].items()]
+    _emit(args, info, "\n".join(lines))
+
+
+def cmd_versions(args: argparse.Namespace, client: MlflowClient) -> None:
+    name = _model_name(args)
+    versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    # search_model_versions leaves `aliases` empty; the registered model holds the mapping.
+    aliases: dict[str, list[str]] = {}
+    if versions:
+        for alias, number in client.get_registered_model(name).aliases.items():
+            aliases.setdefault(str(number), []).append(alias)
+    rows = [
+        {
+            "version": str(v.version),
+            "aliases": sorted(aliases.get(str(v.version), [])),
+            "run_id": v.run_id,
+            "gate_decision": v.tags.get("gate_decision", ""),
+            "promotion": v.tags.get("promotion", ""),
+        }
+        for v in versions
+    ]
+    text = (
+        "\n".join(
+            f"v{r['version']:<4} {','.join(r['aliases']) or '-':<32} gates {r['gate_decision'] or '?':<7} "
+            f"{r['promotion']}"
+            for r in rows
+        )
+        or f"model {name!r} has no versions"
+    )
+    _emit(args, rows, text)
+
+
+def cmd_compare(args: argparse.Namespace, client: MlflowClient) -> None:
+    name = _model_name(args)
+    left, right = _resolve(client, name, args.first), _resolve(client, name, args.second)
+    metrics = [client.get_run(v.run_id).data.metrics for v in (left, right)]
+    keys = sorted(
+        k
+        for k in set(metrics[0]) | set(metrics[1])
+        if k.startswith(COMPARED_PREFIXES) or (args.groups and k.startswith("group/"))
+    )
+    rows = [
+        {
+            "metric": k,
+            "a": metrics[0].get(k),
+            "b": metrics[1].get(k),
+            "b_minus_a": None
+            if k not in metrics[0] or k not in metrics[1]
+            else metrics[1][k] - metrics[0][k],
+        }
+        for k in keys
+    ]
+    a, b = f"v{left.version}", f"v{right.version}"
+    width = max([len(r["metric"]) for r in rows] + [6])
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    text = "\n".join(
+        [f"{'metric':<{width}}  {a:>8}  {b:>8}  {'b - a':>8}"]
+        + [
+            f"{r['metric']:<{width}}  {cell(r['a']):>8}  {cell(r['b']):>8}  {cell(r['b_minus_a']):>8}"
+            for r in rows
+        ]
+    )
+    _emit(args, {"a": _describe(client, left), "b": _describe(client, right), "metrics": rows}, text)
+
+
+def cmd_promote(args: argparse.Namespace, client: MlflowClient) -> None:
+    name = _model_name(args)
+    if args.rollback == (args.version is not None):
+        raise TrackingError("give either a VERSION to promote or --rollback, not both or neither")
+    if args.rollback:
+        champion, demoted = promotion.rollback(client, name)
+        result = {"champion": champion, "previous_champion": demoted, "action": "rollback"}
+        _emit(args, result, f"{name}: champion is now v{champion} (rolled back from v{demoted})")
+        return
+    target = _resolve(client, name, args.version)
+    if target.tags.get("gate_decision") != "passed" and not args.force:
+        summary = target.tags.get("gate_summary", "no gate record")
+        raise TrackingError(
+            f"{name} v{target.version} did not pass its gates ({summary}); use --force to promote it anyway"
+        )
+    reason = "manual promotion" + (" (forced past failed gates)" if args.force else "")
+    replaced = promotion.make_champion(client, name, str(target.version), reason)
+    result = {"champion": str(target.version), "previous_champion": replaced, "action": "promote"}
+    _emit(
+        args,
+        result,
+        f"{name}: champion is now v{target.version}"
+        + (f" (previous champion v{replaced})" if replaced else ""),
+    )
+
+
+def cmd_predict(args: argparse.Namespace, client: MlflowClient) -> None:
+    import mlflow.pyfunc
+
+    uri = args.model or f"models:/{_model_name(args)}@{promotion.CHAMPION}"
+    try:
+        rows = pd.read_csv(args.input)
+    except (OSError, ValueError) as error:
+        raise FairtrainError(f"{args.input}: cannot read rows: {error}") from None
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+        predictions = model.predict(rows)
+    except MlflowException as error:
+        raise TrackingError(f"{uri}: {error.message}") from None
+    scored = pd.concat([rows.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
+    if args.json:
+        print(predictions.to_json(orient="records"))
+    elif args.output:
+        scored.to_csv(args.output, index=False)
+        print(f"{len(scored)} rows scored by {uri} → {args.output}", file=sys.stderr)
+    else:
+        scored.to_csv(sys.stdout, index=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fairtrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="read register.model_name from here (default: params.yaml)",
+    )
+    parser.add_argument("--model-name", help="registered model name (default: from params)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("champion", parents=[common], help="show the champion and its lineage").set_defaults(
+        run=cmd_champion
+    )
+    commands.add_parser(
+        "versions", parents=[common], help="list versions, aliases, gate decisions"
+    ).set_defaults(run=cmd_versions)
+    compare = commands.add_parser("compare", parents=[common], help="two versions side by side")
+    compare.add_argument("first", help="version number or alias (e.g. 3, @champion)")
+    compare.add_argument("second", help="version number or alias")
+    compare.add_argument("--groups", action="store_true", help="include every per-group metric")
+    compare.set_defaults(run=cmd_compare)
+    promote = commands.add_parser("promote", parents=[common], help="promote a version or roll back")
+    promote.add_argument("version", nargs="?", help="version number or alias to make champion")
+    promote.add_argument("--rollback", action="store_true", help="swap champion and previous-champion")
+    promote.add_argument("--force", action="store_true", help="promote even if its gates failed")
+    promote.set_defaults(run=cmd_promote)
+    predict = commands.add_parser("predict", parents=[common], help="score a CSV of raw rows")
+    predict.add_argument("input", type=Path, help="CSV with the model's raw input columns")
+    predict.add_argument("--model", help="model URI (default: models:/<name>@champion)")
+    predict.add_argument("--output", type=Path, help="write rows + predictions here (default: stdout)")
+    predict.set_defaults(run=cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        tracking.configure_client()
+        args.run(args, MlflowClient())
+    except FairtrainError as error:
+        print(f"fairtrain {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except MlflowException as error:
+        print(f"fairtrain {args.command}: error: {error.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The `fairtrain` console script against a real MLflow registry with two versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.helpers import shrink_params
+from tests.integration.pipeline import run_after_training
+
+pytestmark = pytest.mark.slow
+CLI = str(Path(sys.executable).parent / "fairtrain")
+
+
+def fairtrain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CLI, "--model-name", "fairtrain-adult", *args],
+        cwd=cwd,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def registry(small_params, prepared, mlflow_store, tmp_path):
+    """v1 trained (gates pass → champion), v2 untrained (challenger, gates fail)."""
+    lenient = shrink_params(
+        small_params,
+        evaluate={
+            "min_group_size": 20,
+            "gates": {
+                "min_roc_auc": 0.8,
+                "max_demographic_parity_difference": 0.5,
+                "max_equalized_odds_difference": 0.5,
+            },
+        },
+    )
+    run_after_training(lenient, prepared, tmp_path / "a", epochs=3)
+    run_after_training(lenient, prepared, tmp_path / "b", epochs=0)
+    return tmp_path
+
+
+def test_champion_versions_and_compare(registry):
+    champion = fairtrain("champion", "--json", cwd=registry)
+    assert champion.returncode == 0, champion.stderr
+    info = json.loads(champion.stdout)
+    assert info["version"] == "1" and "champion" in info["aliases"]
+    assert {"git_commit", "data_sha256", "params_sha256", "mlflow_run_id"} <= set(info["lineage"])
+    assert 0.8 < info["test_metrics"]["roc_auc"] <= 1
+
+    versions = json.loads(fairtrain("versions", "--json", cwd=registry).stdout)
+    assert [(v["version"], v["aliases"]) for v in versions] == [("1", ["champion"]), ("2", ["challenger"])]
+
+    compared = fairtrain("compare", "@champion", "2", "--json", cwd=registry)
+    rows = {r["metric"]: r for r in json.loads(compared.stdout)["metrics"]}
+    auc = rows["test_roc_auc"]
+    assert auc["a"] == info["test_metrics"]["roc_auc"]
+    assert auc["b_minus_a"] == pytest.approx(auc["b"] - auc["a"])
+    assert "fairness/sex/demographic_parity_difference" in rows
+    text = fairtrain("compare", "1", "2", cwd=registry).stdout
+    assert "test_roc_auc" in text.splitlines()[2] or any(
+        line.startswith("test_roc_auc") for line in text.splitlines()
+    )
+
+
+def test_promote_refuses_failed_gates_then_force_and_rollback(registry):
+    refused = fairtrain("promote", "2", cwd=registry)
+    assert refused.returncode == 1
+    assert "did not pass its gates" in refused.stderr and "--force" in refused.stderr
+
+    forced = fairtrain("promote", "2", "--force", "--json", cwd=registry)
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout) == {"champion": "2", "previous_champion": "1", "action": "promote"}
+
+    back = fairtrain("promote", "--rollback", "--json", cwd=registry)
+    assert json.loads(back.stdout) == {"champion": "1", "previous_champion": "2", "action": "rollback"}
+    versions = json.loads(fairtrain("versions", "--json", cwd=registry).stdout)
+    assert dict((v["version"], v["aliases"]) for v in versions) == {
+        "1": ["champion"],
+        "2": ["challenger", "previous-champion"],
+    }
+
+
+def test_predict_scores_a_raw_csv_and_errors_are_clear(registry, adult_raw):
+    rows = adult_raw.drop(columns=["income-per-year"]).head(25)
+    rows.to_csv(registry / "rows.csv", index=False)
+    done = fairtrain("predict", "rows.csv", "--output", "scored.csv", cwd=registry)
+    assert done.returncode == 0, done.stderr
+    scored = pd.read_csv(registry / "scored.csv")
+    assert len(scored) == 25
+    assert list(scored.columns[-2:]) == ["probability", "label"]
+    assert scored["probability"].between(0, 1).all()
+
+    rows.drop(columns=["age"]).to_csv(registry / "bad.csv", index=False)
+    bad = fairtrain("predict", "bad.csv", cwd=registry)
+    assert bad.returncode == 1 and "age" in bad.stderr
+
+    unknown = fairtrain("compare", "1", "9", cwd=registry)
+    assert unknown.returncode == 1 and "no version or alias '9'" in unknown.stderr
+    usage = fairtrain("promote", cwd=registry)
+    assert usage.returncode == 1 and "either a VERSION" in usage.stderr
+    assert fairtrain("no-such-command", cwd=registry).returncode == 2
