@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fairtrain.config import DatasetConfig, PrepareConfig
+from fairtrain.data.parsing import as_text, missing_mask, parse_numeric
 from fairtrain.errors import DataValidationError
 
 OTHER = "<other>"
@@ -149,17 +150,9 @@ def fit_preprocessor(train: pd.DataFrame, schema: DatasetConfig, params: Prepare
 def _as_numeric(series: pd.Series, column: str, markers: list[str]) -> np.ndarray:
     """Numbers (or numeric strings) as float64 with NaN for missing; anything else, including
     infinities, raises naming the column."""
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-        shown = series
-    else:
-        text = series.astype("string").str.strip()
-        text = text.mask(text.isin(markers).fillna(False).astype(bool))
-        values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        shown = text
-    bad = np.isinf(values) | (np.isnan(values) & shown.notna().to_numpy())
+    values, bad = parse_numeric(series, markers)
     if bad.any():
-        examples = pd.Series(shown.to_numpy()[bad]).astype(str).unique()[:5].tolist()
+        examples = as_text(series[bad]).unique()[:5].tolist()
         raise DataValidationError(
             f"column {column!r}: {int(bad.sum())} value(s) are not finite numbers, e.g. {examples}"
         )
@@ -167,9 +160,8 @@ def _as_numeric(series: pd.Series, column: str, markers: list[str]) -> np.ndarra
 
 
 def _category_codes(series: pd.Series, categories: list[str], markers: list[str]) -> np.ndarray:
-    text = series.astype("string").str.strip()
-    missing = (text.isna() | text.isin(markers)).fillna(True).to_numpy(dtype=bool)
+    missing = missing_mask(series, markers)
     known = categories[:-2]
-    codes = pd.Categorical(text.fillna(MISSING), categories=known).codes.astype(np.int64)
+    codes = pd.Categorical(as_text(series).fillna(MISSING), categories=known).codes.astype(np.int64)
     codes = np.where(codes < 0, len(categories) - 2, codes)  # unseen or rare → OTHER
     return np.where(missing, len(categories) - 1, codes)

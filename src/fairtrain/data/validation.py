@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from fairtrain.config import ColumnType, DatasetConfig
+from fairtrain.data.parsing import as_text, missing_mask, parse_numeric
 
 MAX_EXAMPLES = 5
 # Share of missing values in a column above which we warn (but do not fail).
@@ -88,12 +88,8 @@ def _examples(values: pd.Series) -> list[str]:
 
 
 def is_missing(series: pd.Series, markers: list[str]) -> pd.Series:
-    """True where a cell is missing: NA/None, or one of the declared markers (after stripping)."""
-    missing = series.isna()
-    if series.dtype == object or pd.api.types.is_string_dtype(series):
-        stripped = series.astype("string").str.strip()
-        missing |= stripped.isin(markers).fillna(False).astype(bool)
-    return missing
+    """True where a cell is missing (see ``parsing.missing_mask``), aligned with the series."""
+    return pd.Series(missing_mask(series, markers), index=series.index)
 
 
 def validate_table(frame: pd.DataFrame, schema: DatasetConfig, source: str) -> ValidationReport:
@@ -133,7 +129,7 @@ def validate_table(frame: pd.DataFrame, schema: DatasetConfig, source: str) -> V
         series = frame[column]
         missing = is_missing(series, schema.missing_values)
         if schema.columns[column] == ColumnType.numeric:
-            _check_numeric(report, column, series, missing)
+            _check_numeric(report, column, series, schema.missing_values)
         _check_missing(report, schema, column, missing)
 
     if schema.label in frame.columns:
@@ -141,15 +137,9 @@ def validate_table(frame: pd.DataFrame, schema: DatasetConfig, source: str) -> V
     return report
 
 
-def _check_numeric(report: ValidationReport, column: str, series: pd.Series, missing: pd.Series) -> None:
-    present = series[~missing]
-    if pd.api.types.is_numeric_dtype(series):
-        parsed = present.astype("float64")
-    else:
-        parsed = pd.to_numeric(present.astype("string").str.strip(), errors="coerce").astype("float64")
-    # "inf", "-Infinity" and "1e400" parse as numbers but would make every standardised value
-    # of the column inf/NaN, so they fail here with the unparseable ones.
-    bad = present[~np.isfinite(parsed.to_numpy(dtype="float64", na_value=np.nan))]
+def _check_numeric(report: ValidationReport, column: str, series: pd.Series, markers: list[str]) -> None:
+    _, bad_mask = parse_numeric(series, markers)
+    bad = series[bad_mask]
     if len(bad):
         report.errors.append(
             Problem(
@@ -228,14 +218,8 @@ def clean_table(frame: pd.DataFrame, schema: DatasetConfig) -> pd.DataFrame:
     out = {}
     for column, kind in schema.columns.items():
         series = frame[column]
-        missing = is_missing(series, schema.missing_values)
         if kind == ColumnType.numeric:
-            values = (
-                pd.to_numeric(series.astype("string").str.strip(), errors="coerce")
-                if not pd.api.types.is_numeric_dtype(series)
-                else series
-            )
-            out[column] = values.astype("float64").mask(missing)
+            out[column] = pd.Series(parse_numeric(series, schema.missing_values)[0], index=frame.index)
         else:
-            out[column] = series.astype("string").str.strip().mask(missing)
+            out[column] = as_text(series).mask(missing_mask(series, schema.missing_values))
     return pd.DataFrame(out)
