@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
+from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -52,8 +53,23 @@ def configure_client(tracking_uri: str | None = None) -> str:
         os.environ.setdefault(name, value)
     uri = tracking_uri or resolve_tracking_uri()
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        initialise_sqlite_store(uri)
     ensure_reachable(uri)
     return uri
+
+
+def initialise_sqlite_store(uri: str) -> None:
+    """Create or migrate an SQLite store under an inter-process lock.
+
+    MLflow creates and migrates the schema on first use; two pipelines starting together on a
+    fresh ``mlflow.db`` would both run the migrations and one fails ("duplicate column
+    name"). The lock makes the second wait until the first has finished.
+    """
+    database = Path(uri[len("sqlite:///") :].split("?", 1)[0])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{database}.lock", timeout=300):
+        MlflowClient(uri).search_experiments(max_results=1)
 
 
 def ensure_reachable(uri: str) -> None:

@@ -1,0 +1,155 @@
+"""What happens when tracking goes wrong: a server that is down, several pipelines at once."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from fairtrain import tracking
+from fairtrain.errors import TrackingError
+from fairtrain.stages.register_stage import register_stage
+from fairtrain.stages.train_stage import train_stage
+from tests.helpers import shrink_params
+from tests.integration.pipeline import run_after_training
+
+pytestmark = pytest.mark.slow
+
+# What one pipeline does to the store, short of training: the same entry point the stages use.
+WRITER = textwrap.dedent("""
+    import sys
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from fairtrain import tracking
+    tracking.configure("fairtrain", sys.argv[1])
+    client = MlflowClient()
+    for _ in range(3):
+        with mlflow.start_run() as run:
+            mlflow.log_params({f"train.p{i}": i for i in range(20)})
+            for epoch in range(40):
+                mlflow.log_metric("val_loss", 1 / (epoch + 1), step=epoch)
+            mlflow.log_metrics({f"group/race/g{i}/accuracy": i / 60 for i in range(60)})
+        if not client.search_registered_models("name = 'concurrent'"):
+            try:
+                client.create_registered_model("concurrent")
+            except Exception:
+                pass  # the other pipeline created it first
+        version = client.create_model_version("concurrent", f"runs:/{run.info.run_id}/model", run.info.run_id)
+        client.set_registered_model_alias("concurrent", "challenger", version.version)
+""")
+
+
+@pytest.fixture
+def closed_port_uri(monkeypatch) -> str:
+    """A tracking URI on loopback where nothing listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def test_pipelines_starting_together_on_a_fresh_sqlite_store_all_succeed(tmp_path):
+    # Without the lock in tracking.initialise_sqlite_store two of three writers crashed with
+    # "duplicate column name" (both running MLflow's schema migrations).
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(Path(tracking.__file__).parents[1])}
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, uri],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [w.communicate(timeout=300)[0] for w in writers]
+    for writer, output in zip(writers, outputs, strict=True):
+        assert writer.returncode == 0, output[-2000:]
+        assert "database is locked" not in output
+    mlflow.set_tracking_uri(uri)
+    assert len(mlflow.search_runs(search_all_experiments=True)) == 9
+    assert len(mlflow.MlflowClient().search_model_versions("name = 'concurrent'")) == 9
+
+
+def test_an_unreachable_server_fails_fast_and_names_itself(closed_port_uri):
+    started = time.perf_counter()
+    with pytest.raises(TrackingError, match=rf"tracking server at {closed_port_uri} is not usable"):
+        tracking.configure("fairtrain")
+    # Bounded retries: seconds, not MLflow's default of several minutes.
+    assert time.perf_counter() - started < 60
+
+
+def test_train_with_the_server_down_stops_before_training_and_writes_nothing(
+    closed_port_uri, prepared, small_params, tmp_path
+):
+    with pytest.raises(TrackingError, match="not usable"):
+        train_stage(
+            small_params,
+            prepared["train"],
+            prepared["val"],
+            prepared["preprocessor"],
+            tmp_path / "models",
+            tmp_path / "models/mlflow_run.json",
+            tmp_path / "metrics/train.json",
+            tmp_path / "plots/train_history.json",
+        )
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_register_can_be_rerun_alone_once_the_server_is_back(
+    small_params, prepared, mlflow_store, tmp_path, monkeypatch
+):
+    lenient = shrink_params(
+        small_params,
+        evaluate={
+            "min_group_size": 20,
+            "gates": {
+                "min_roc_auc": 0.5,
+                "max_demographic_parity_difference": 1.0,
+                "max_equalized_odds_difference": 1.0,
+            },
+        },
+    )
+    first = run_after_training(lenient, prepared, tmp_path, epochs=1)
+    record = tmp_path / "models/registered.json"
+    recorded = record.read_text()
+    model_files = {p: p.read_bytes() for p in (tmp_path / "models/model").iterdir()}
+
+    def register() -> dict:
+        return register_stage(
+            lenient,
+            tmp_path / "models/model",
+            prepared["preprocessor"],
+            prepared["test"],
+            first["outputs"]["evaluation"],
+            first["outputs"]["gates"],
+            tmp_path / "models/mlflow_run.json",
+            record,
+            prepared["raw"],
+            Path.cwd(),
+        )
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", down)
+    with pytest.raises(TrackingError, match="not usable"):
+        register()
+    # Nothing local was lost or half-written.
+    assert record.read_text() == recorded
+    assert {p: p.read_bytes() for p in (tmp_path / "models/model").iterdir()} == model_files
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+    again = register()
+    assert again["version"] == first["record"]["version"]
