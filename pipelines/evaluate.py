@@ -3,10 +3,8 @@
 from pathlib import Path
 
 from _common import params_of, parser
-from fairtrain.stages.evaluate_stage import evaluate_stage
+from fairtrain.stages.evaluate_stage import OUTPUTS, evaluate_stage
 from fairtrain.stages.runner import run_stage
-
-OUTPUTS = ("evaluation", "fairness", "attributions", "gates", "roc", "confusion", "predictions")
 
 if __name__ == "__main__":
     p = parser(__doc__)

@@ -16,11 +16,10 @@ from fairtrain import tracking
 from fairtrain.data.preprocessing import Preprocessor
 from fairtrain.models.export import save_model
 from fairtrain.models.lightning_module import TabularClassifier
+from fairtrain.stages.evaluate_stage import OUTPUTS as EVAL_OUTPUTS
 from fairtrain.stages.evaluate_stage import evaluate_stage
 from fairtrain.stages.register_stage import register_stage
 from fairtrain.stages.train_stage import features_and_target
-
-EVAL_OUTPUTS = ("evaluation", "fairness", "attributions", "gates", "roc", "confusion", "predictions")
 
 
 def train_plain(params, prepared, model_dir: Path, epochs: int) -> None:

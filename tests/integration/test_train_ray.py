@@ -12,7 +12,7 @@ import ray
 import torch
 from sklearn.metrics import roc_auc_score
 
-from fairtrain.data.preprocessing import Preprocessor
+from fairtrain.data.preprocessing import Preprocessor, target_vector
 from fairtrain.errors import TrainingError
 from fairtrain.models.export import load_model
 from fairtrain.stages.train_stage import train_stage
@@ -70,6 +70,14 @@ def test_two_workers_train_one_run_with_per_epoch_metrics(
         proba = torch.sigmoid(model(torch.from_numpy(preprocessor.transform(test)))).numpy()
     y = (test[small_params.dataset.label] == small_params.dataset.positive_class).to_numpy()
     assert roc_auc_score(y, proba) > 0.85
+    # ...and it is the best epoch's: its validation loss is the one the workers reported.
+    val = pd.read_parquet(prepared["val"])
+    with torch.no_grad():
+        logits = model(torch.from_numpy(preprocessor.transform(val)))
+    y_val = torch.from_numpy(target_vector(val, small_params.dataset))
+    val_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y_val).item()
+    assert val_loss == pytest.approx(summary["best_val_loss"], abs=1e-4)
+    assert summary["best_val_loss"] == min(m.value for m in history)
     assert json.loads((tmp_path / "models/mlflow_run.json").read_text())["run_id"] == ref.run_id
 
 

@@ -22,6 +22,8 @@ from fairtrain.io import json_safe, read_json, write_json, write_parquet
 from fairtrain.models.export import load_model
 
 log = logging.getLogger(__name__)
+# The files evaluate writes, by name (the keys of ``outputs``).
+OUTPUTS = ("evaluation", "fairness", "attributions", "gates", "roc", "confusion", "predictions")
 
 
 def _nan_if_none(value: float | None) -> float:
@@ -53,7 +55,7 @@ def evaluate_stage(
     run_ref_path: Path,
     outputs: dict[str, Path],
 ) -> dict:
-    """``outputs`` keys: evaluation, fairness, attributions, gates, roc, confusion, predictions.
+    """``outputs`` maps every name in ``OUTPUTS`` to its path.
 
     Results go to the MLflow run first (from memory) and to the local files last, so a failure
     at any point leaves the previous local outputs untouched.
