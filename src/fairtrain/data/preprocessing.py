@@ -162,6 +162,9 @@ def _as_numeric(series: pd.Series, column: str, markers: list[str]) -> np.ndarra
 def _category_codes(series: pd.Series, categories: list[str], markers: list[str]) -> np.ndarray:
     missing = missing_mask(series, markers)
     known = categories[:-2]
-    codes = pd.Categorical(as_text(series).fillna(MISSING), categories=known).codes.astype(np.int64)
+    text = as_text(series)
+    # Unknown values become NA first (pandas deprecates building a Categorical from values
+    # outside its categories); NA gets code -1, i.e. the OTHER slot.
+    codes = pd.Categorical(text.where(text.isin(known)), categories=known).codes.astype(np.int64)
     codes = np.where(codes < 0, len(categories) - 2, codes)  # unseen or rare → OTHER
     return np.where(missing, len(categories) - 1, codes)
