@@ -123,13 +123,26 @@ class GatesConfig(_Section):
 
 
 class EvaluateConfig(_Section):
+    # How the decision threshold is chosen on the validation split; `threshold` is the value
+    # for "fixed", `threshold_target` the precision or recall to reach for "target_*".
+    threshold_rule: Literal["fixed", "max_f1", "target_precision", "target_recall"] = "fixed"
     threshold: float = Field(0.5, gt=0, lt=1)
+    threshold_target: float | None = Field(None, gt=0, le=1)
+    bootstrap_resamples: int = Field(1000, ge=0)
+    confidence_level: float = Field(0.95, gt=0, lt=1)
+    baselines: bool = True
     attribution_samples: int = Field(1000, ge=1)
     ig_steps: int = Field(50, ge=2)
     ig_internal_batch_size: int = Field(4096, ge=1)
     min_group_size: int = Field(100, ge=1)
     seed: int = 42
     gates: GatesConfig = Field(default_factory=GatesConfig)
+
+    @model_validator(mode="after")
+    def _target_rules_need_a_target(self) -> EvaluateConfig:
+        if self.threshold_rule.startswith("target_") and self.threshold_target is None:
+            raise ValueError(f"threshold_rule {self.threshold_rule!r} needs threshold_target")
+        return self
 
 
 # Test metrics a champion can be chosen by, and whether higher is better.

@@ -57,6 +57,8 @@ def run_after_training(params, prepared, out: Path, epochs: int) -> dict:
     outputs = {n: out / f"eval/{n}.{'parquet' if n == 'predictions' else 'json'}" for n in EVAL_OUTPUTS}
     evaluate_stage(
         params,
+        prepared["train"],
+        prepared["val"],
         prepared["test"],
         prepared["preprocessor"],
         out / "models/model",

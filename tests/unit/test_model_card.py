@@ -110,6 +110,44 @@ def recorded() -> dict:
             "recall": 0.70854592,
             "log_loss": 0.31410701,
             "timings": {"metrics_seconds": 0.1, "attribution_seconds": 0.2},
+            "pr_auc": 0.7712,
+            "brier": 0.1023,
+            "ece": 0.0311,
+            "threshold_choice": {
+                "rule": "max_f1",
+                "target": None,
+                "threshold": 0.5,
+                "achieved": {"precision": 0.7, "recall": 0.7, "f1": 0.7},
+            },
+            "intervals": {
+                name: {"lower": 0.1111, "upper": 0.9999}
+                for name in (
+                    "roc_auc",
+                    "pr_auc",
+                    "accuracy",
+                    "f1",
+                    "precision",
+                    "recall",
+                    "log_loss",
+                    "brier",
+                    "ece",
+                )
+            },
+            "interval_method": "percentile bootstrap, 1000 resamples, level 0.95",
+            "baselines": {
+                "logistic_regression": {
+                    "roc_auc": 0.9026,
+                    "accuracy": 0.8503,
+                    "log_loss": 0.3262,
+                    "fit_seconds": 1.0,
+                },
+                "hist_gradient_boosting": {
+                    "roc_auc": 0.9302,
+                    "accuracy": 0.8744,
+                    "log_loss": 0.2744,
+                    "fit_seconds": 5.0,
+                },
+            },
         },
         "fairness": {
             "sex": {
@@ -229,7 +267,7 @@ def test_numbers_from_the_recorded_outputs(card, recorded):
     assert "| accuracy | 0.8523 |" in card
     assert "| F1 | 0.6979 |" in card
     assert "| log loss | 0.3141 |" in card
-    assert "Test split, 247 rows, decision threshold 0.5" in card
+    assert "Test split, 247 rows. Decision threshold 0.500, chosen on the validation split" in card
     assert "validation loss 0.3457, validation ROC-AUC 0.9012" in card
     assert "ran 7 epoch(s), best at epoch 5" in card
     assert "expanded to 23 model features" in card
@@ -308,3 +346,12 @@ def test_a_missing_recorded_key_fails_loudly(params, recorded):
     del recorded["train"]["best_epoch"]
     with pytest.raises(Exception, match="best_epoch"):
         render_model_card(params, recorded)
+
+
+def test_intervals_threshold_rule_and_baselines_are_reported(card):
+    assert "| ROC-AUC | 0.9128 | 0.1111 – 0.9999 |" in card
+    assert "by the rule `max_f1`" in card
+    assert "| hist gradient boosting | 0.9302 | 0.8744 | 0.2744 |" in card
+    # The stronger baseline is called out, not buried in the table.
+    assert "hist gradient boosting baseline reaches a higher test ROC-AUC (0.9302)" in card
+    assert "no intervals were computed" not in card

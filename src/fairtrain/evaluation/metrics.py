@@ -7,6 +7,8 @@ import math
 import numpy as np
 from sklearn import metrics as skm
 
+from fairtrain.evaluation.calibration import brier_score, expected_calibration_error
+
 
 def finite(value: float) -> float | None:
     """JSON has no NaN: undefined metrics are written as null."""
@@ -15,7 +17,8 @@ def finite(value: float) -> float | None:
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
-    """ROC-AUC, accuracy, F1, precision, recall, log loss at ``threshold``."""
+    """ROC-AUC, PR-AUC, accuracy, F1, precision, recall, log loss, Brier score and expected
+    calibration error; the label-based ones at ``threshold``."""
     y_pred = (proba >= threshold).astype(int)
     two_classes = len(np.unique(y_true)) == 2
     return {
@@ -28,6 +31,9 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: flo
         "precision": finite(skm.precision_score(y_true, y_pred, zero_division=0)),
         "recall": finite(skm.recall_score(y_true, y_pred, zero_division=0)),
         "log_loss": finite(skm.log_loss(y_true, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "pr_auc": finite(skm.average_precision_score(y_true, proba)) if two_classes else None,
+        "brier": finite(brier_score(y_true, proba)),
+        "ece": finite(expected_calibration_error(y_true, proba)),
     }
 
 

@@ -14,16 +14,30 @@ import torch
 from fairtrain import tracking
 from fairtrain.config import Params
 from fairtrain.data.preprocessing import Preprocessor, target_vector
+from fairtrain.errors import FairtrainError
 from fairtrain.evaluation.attribution import integrated_gradients
+from fairtrain.evaluation.baseline import fit_baselines
+from fairtrain.evaluation.bootstrap import bootstrap_metrics, default_metric_fns
+from fairtrain.evaluation.calibration import calibration_curve_points
 from fairtrain.evaluation.fairness import fairness_audit
 from fairtrain.evaluation.gates import evaluate_gates
 from fairtrain.evaluation.metrics import classification_metrics, confusion_rows, roc_points
+from fairtrain.evaluation.threshold import choose_threshold
 from fairtrain.io import json_safe, read_json, write_json, write_parquet
 from fairtrain.models.export import load_model
 
 log = logging.getLogger(__name__)
 # The files evaluate writes, by name (the keys of ``outputs``).
-OUTPUTS = ("evaluation", "fairness", "attributions", "gates", "roc", "confusion", "predictions")
+OUTPUTS = (
+    "evaluation",
+    "fairness",
+    "attributions",
+    "gates",
+    "roc",
+    "confusion",
+    "calibration",
+    "predictions",
+)
 
 
 def _nan_if_none(value: float | None) -> float:
@@ -34,8 +48,16 @@ def _nan_if_none(value: float | None) -> float:
 def run_metrics(overall: dict, fairness: dict, attributions: dict) -> dict[str, float]:
     """Everything evaluate logs to MLflow as metrics, with MLflow-safe names."""
     metrics = {
-        f"test_{k}": _nan_if_none(v) for k, v in overall.items() if k not in ("rows", "threshold", "timings")
+        f"test_{k}": _nan_if_none(v)
+        for k, v in overall.items()
+        if isinstance(v, float | int | None) and k not in ("rows",)
     }
+    for name, interval in overall.get("intervals", {}).items():
+        for bound in ("lower", "upper"):
+            metrics[f"test_{name}_ci_{bound}"] = _nan_if_none(interval[bound])
+    for model, scores in overall.get("baselines", {}).items():
+        for name in ("roc_auc", "accuracy", "log_loss"):
+            metrics[tracking.metric_key("baseline", model, name)] = _nan_if_none(scores[name])
     for feature, audit in fairness.items():
         for name in ("demographic_parity_difference", "equalized_odds_difference"):
             metrics[tracking.metric_key("fairness", feature, name)] = _nan_if_none(audit[name])
@@ -47,8 +69,22 @@ def run_metrics(overall: dict, fairness: dict, attributions: dict) -> dict[str, 
     return metrics
 
 
+def _probabilities(model, preprocessor: Preprocessor, frame: pd.DataFrame) -> np.ndarray:
+    return model.predict_proba(torch.from_numpy(preprocessor.transform(frame))).numpy().astype(np.float64)
+
+
+def _intervals(result: dict) -> dict:
+    """Bootstrap output → ``{metric: {"lower", "upper"}}`` (values are reported elsewhere)."""
+    return {
+        name: {"lower": m["lower"], "upper": m["upper"], **({"reason": m["reason"]} if m["reason"] else {})}
+        for name, m in result["metrics"].items()
+    }
+
+
 def evaluate_stage(
     params: Params,
+    train_path: Path,
+    val_path: Path,
     test_path: Path,
     preprocessor_path: Path,
     model_dir: Path,
@@ -57,30 +93,74 @@ def evaluate_stage(
 ) -> dict:
     """``outputs`` maps every name in ``OUTPUTS`` to its path.
 
+    The decision threshold is chosen on the validation split and only then applied to test.
     Results go to the MLflow run first (from memory) and to the local files last, so a failure
     at any point leaves the previous local outputs untouched.
     """
     schema, settings = params.dataset, params.evaluate
     preprocessor = Preprocessor.from_dict(read_json(preprocessor_path))
-    test = pd.read_parquet(test_path)
-    features = preprocessor.transform(test)
-    y_true = target_vector(test, schema).astype(np.int64)
     model = load_model(model_dir)
-    proba = model.predict_proba(torch.from_numpy(features)).numpy().astype(np.float64)
-    y_pred = (proba >= settings.threshold).astype(np.int64)
+    val, test = pd.read_parquet(val_path), pd.read_parquet(test_path)
+    y_val = target_vector(val, schema).astype(np.int64)
+    y_true = target_vector(test, schema).astype(np.int64)
+    proba = _probabilities(model, preprocessor, test)
+    try:
+        choice = choose_threshold(
+            y_val,
+            _probabilities(model, preprocessor, val),
+            settings.threshold_rule,
+            settings.threshold if settings.threshold_rule == "fixed" else settings.threshold_target,
+        )
+    except ValueError as error:
+        raise FairtrainError(f"evaluate.threshold_rule on the validation split: {error}") from None
+    threshold = float(choice["threshold"])
+    y_pred = (proba >= threshold).astype(np.int64)
 
     timings = {}
     started = time.perf_counter()
-    overall = classification_metrics(y_true, proba, settings.threshold)
+    overall = classification_metrics(y_true, proba, threshold)
+    overall["threshold_choice"] = choice
     fairness = fairness_audit(y_true, y_pred, test, schema.sensitive_features, settings.min_group_size)
     timings["metrics_seconds"] = time.perf_counter() - started
+
+    if settings.bootstrap_resamples:
+        started = time.perf_counter()
+        boot = {
+            "n_resamples": settings.bootstrap_resamples,
+            "level": settings.confidence_level,
+            "seed": settings.seed,
+            "metric_fns": default_metric_fns(),
+        }
+        overall["intervals"] = _intervals(bootstrap_metrics(y_true, proba, threshold, **boot)["overall"])
+        overall["interval_method"] = (
+            f"percentile bootstrap, {settings.bootstrap_resamples} resamples, "
+            f"level {settings.confidence_level}"
+        )
+        for feature in schema.sensitive_features:
+            by_group = bootstrap_metrics(
+                y_true, proba, threshold, groups=test[feature].astype(str).to_numpy(), **boot
+            )["by_group"]
+            fairness[feature]["intervals"] = {group: _intervals(r) for group, r in by_group.items()}
+        timings["bootstrap_seconds"] = time.perf_counter() - started
+
+    if settings.baselines:
+        started = time.perf_counter()
+        train = pd.read_parquet(train_path)
+        overall["baselines"] = fit_baselines(
+            preprocessor.transform(train),
+            target_vector(train, schema),
+            preprocessor.transform(test),
+            y_true,
+            settings.seed,
+        )
+        timings["baseline_seconds"] = time.perf_counter() - started
 
     started = time.perf_counter()
     rng = np.random.default_rng(settings.seed)
     sample = rng.choice(len(test), size=min(settings.attribution_samples, len(test)), replace=False)
     attributions = integrated_gradients(
         model,
-        features[np.sort(sample)],
+        preprocessor.transform(test.iloc[np.sort(sample)]),
         preprocessor.feature_groups,
         settings.ig_steps,
         settings.ig_internal_batch_size,
@@ -102,7 +182,8 @@ def evaluate_stage(
     write_parquet(outputs["predictions"], predictions)
     write_json(outputs["roc"], roc_points(y_true, proba))
     labels = [schema.negative_class, schema.positive_class]
-    write_json(outputs["confusion"], confusion_rows(y_true, proba, settings.threshold, labels))
+    write_json(outputs["confusion"], confusion_rows(y_true, proba, threshold, labels))
+    write_json(outputs["calibration"], calibration_curve_points(y_true, proba))
     for name, payload in reports.items():
         write_json(outputs[name], payload)
     log.info(

@@ -61,7 +61,7 @@ def register_stage(
         write_json(
             serving_path,
             {
-                "threshold": params.evaluate.threshold,
+                "threshold": evaluation["threshold"],  # chosen on validation by evaluate
                 "positive_class": params.dataset.positive_class,
                 "negative_class": params.dataset.negative_class,
                 "label": params.dataset.label,
