@@ -13,8 +13,10 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 
 from fairtrain.data.preprocessing import Preprocessor
+from fairtrain.errors import DataValidationError
 from fairtrain.io import read_json
 from fairtrain.models.export import load_model
 
@@ -37,7 +39,12 @@ class FairtrainModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        features = torch.from_numpy(self.preprocessor.transform(frame))
+        try:
+            features = torch.from_numpy(self.preprocessor.transform(frame))
+        except DataValidationError as error:
+            # As an MLflow parameter error the scoring server answers 400 with this message
+            # (naming the column) instead of a generic text and a server-side traceback.
+            raise MlflowException.invalid_parameter_value(str(error)) from None
         probability = self.network.predict_proba(features).numpy().astype(np.float64)
         return pd.DataFrame(
             {

@@ -12,6 +12,8 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
 
 from fairtrain import tracking
 from fairtrain.config import Params
@@ -39,6 +41,25 @@ def _flat_params(params: Params) -> dict[str, object]:
         for key, value in getattr(params, section).model_dump(mode="json").items():
             flat[f"{section}.{key}"] = value
     return flat
+
+
+def log_missing_epochs(run_id: str, history: list[dict]) -> None:
+    """Log from the driver any epoch the rank-0 worker could not log itself (a worker on a
+    remote node may lack the tracking server's credentials), so the run's curves are whole."""
+    client = MlflowClient()
+    logged = {m.step for m in client.get_metric_history(run_id, "val_loss")}
+    missing = [row for row in history if int(row["epoch"]) not in logged]
+    if missing:
+        log.warning("logging %d epoch(s) the worker did not log", len(missing))
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(key=k, value=float(v), timestamp=int(time.time() * 1000), step=int(row["epoch"]))
+                for row in missing
+                for k, v in row.items()
+                if k != "epoch"
+            ],
+        )
 
 
 def train_stage(
@@ -113,6 +134,7 @@ def train_stage(
                 }
             )
             mlflow.log_dict(json_safe(summary), "training/train.json")
+            log_missing_epochs(run_id, outcome.history)
 
             # Local outputs last, each replaced atomically, the run reference after everything
             # else: a run reference on disk always sits next to the model it describes.

@@ -23,6 +23,7 @@ class EpochReporter(pl.Callback):
         self.samples_per_epoch = samples_per_epoch
         self._client: MlflowClient | None = None
         self._started = 0.0
+        self._logging = True
         self.history: list[dict] = []  # rank 0's per-epoch metrics, returned to the driver
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -47,11 +48,17 @@ class EpochReporter(pl.Callback):
             f"{metrics['samples_per_second']:,.0f}",
         )
         self.history.append({"epoch": epoch, **metrics})
-        if self.run_id:
-            if self._client is None:
-                self._client = MlflowClient(self.tracking_uri)
-            now = int(time.time() * 1000)
-            self._client.log_batch(
-                self.run_id,
-                metrics=[Metric(key=k, value=v, timestamp=now, step=epoch) for k, v in metrics.items()],
-            )
+        if self.run_id and self._logging:
+            try:
+                if self._client is None:
+                    self._client = MlflowClient(self.tracking_uri)
+                now = int(time.time() * 1000)
+                self._client.log_batch(
+                    self.run_id,
+                    metrics=[Metric(key=k, value=v, timestamp=now, step=epoch) for k, v in metrics.items()],
+                )
+            except Exception as error:  # e.g. a worker node without the server's credentials
+                # Live curves are a convenience: losing them must not lose the training. The
+                # driver logs whatever epochs are missing from the history it gets back.
+                log.warning("stopped logging epochs to MLflow from the worker: %s", error)
+                self._logging = False

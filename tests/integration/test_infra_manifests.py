@@ -1,0 +1,532 @@
+"""The team tracking stack in infra/mlflow, checked as far as this machine allows.
+
+Docker cannot run containers here, so the stack itself never starts in these tests. What is
+checked instead: the compose file's structure and security properties (loopback-only ports,
+credentials without defaults, basic auth, healthchecks, named volumes); the compose-spec JSON
+schema (vendored by ``check-jsonschema``) and ``docker compose config`` where either is
+installed; the server command against MLflow's own CLI parser; the entrypoint's basic-auth
+config against MLflow's own reader; and (slow) the basic-auth flow the README documents,
+against a real ``mlflow server --app-name basic-auth`` with SQLite standing in for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import requests
+import yaml
+
+from tests.helpers import PROJECT_ROOT
+
+STACK = PROJECT_ROOT / "infra/mlflow"
+COMPOSE = STACK / "docker-compose.yml"
+
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
+INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}")
+# Variable names that hold a credential: they must be required, never defaulted.
+CREDENTIAL = re.compile(r"PASSWORD|SECRET|USER(NAME)?$|ACCESS_KEY")
+# Dummy values for every required variable, for the checks that need a resolved file.
+DUMMY_ENV = {
+    "POSTGRES_USER": "mlflow",
+    "POSTGRES_PASSWORD": "dummy-postgres-password",
+    "MINIO_ROOT_USER": "minio-admin",
+    "MINIO_ROOT_PASSWORD": "dummy-minio-password",
+    "MLFLOW_S3_ACCESS_KEY": "mlflow-artifacts",
+    "MLFLOW_S3_SECRET_KEY": "dummy-s3-secret",
+    "MLFLOW_ADMIN_USERNAME": "admin",
+    "MLFLOW_ADMIN_PASSWORD": "dummy-admin-password",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "dummy-flask-secret",
+}
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose-style interpolation (the subset the file uses), failing like compose does."""
+
+    def replace(match: re.Match) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        value = env.get(name)
+        if op in (":?", "?"):
+            if value is None or (op == ":?" and value == ""):
+                raise KeyError(f"required variable {name} is missing a value: {arg}")
+            return value
+        if op in (":-", "-"):
+            return value if value not in (None, "") or (op == "-" and value is not None) else arg
+        return value or ""
+
+    return INTERPOLATION.sub(replace, text.replace("$$", "\0")).replace("\0", "$")
+
+
+@pytest.fixture(scope="module")
+def raw_text() -> str:
+    return COMPOSE.read_text()
+
+
+@pytest.fixture(scope="module")
+def compose(raw_text) -> dict:
+    return yaml.safe_load(interpolate(raw_text, DUMMY_ENV))
+
+
+def load_entrypoint() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mlflow_stack_entrypoint", STACK / "entrypoint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def entrypoint_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    env = {
+        "POSTGRES_USER": "mlflow",
+        "POSTGRES_PASSWORD": "p@ss:w/rd#%?&=",
+        "POSTGRES_DB": "mlflow",
+        "POSTGRES_HOST": "postgres",
+        "MLFLOW_AUTH_DB": "mlflow_auth",
+        "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth/basic_auth.ini"),
+        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "an-admin-password-long-enough",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-flask-secret",
+    }
+    env.update(overrides)
+    return env
+
+
+# --- the compose file -------------------------------------------------------------------
+
+
+def test_services_volumes_and_dependencies(compose):
+    services = compose["services"]
+    assert set(services) == {"postgres", "minio", "minio-init", "mlflow"}
+    assert set(compose["volumes"]) == {"postgres-data", "minio-data"}
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith("."):
+                assert source in compose["volumes"], f"{name}: {source} is not a named volume"
+    assert services["mlflow"]["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "minio-init": {"condition": "service_completed_successfully"},
+    }
+    assert services["minio-init"]["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    for name in ("postgres", "minio", "mlflow"):
+        check = services[name]["healthcheck"]
+        assert check["test"][0] in ("CMD", "CMD-SHELL"), name
+        assert check["retries"] >= 3 and check["interval"], name
+    # Files the services mount or build from exist.
+    for path in ("Dockerfile", "entrypoint.py", "minio-init.sh", "postgres-init/10-create-auth-db.sh"):
+        assert (STACK / path).is_file(), path
+
+
+def test_published_ports_bind_loopback_only(compose):
+    published = []
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                host = port.get("host_ip")
+            else:
+                parts = str(port).rsplit(":", 2)
+                host = parts[0] if len(parts) == 3 else None
+            assert host == "127.0.0.1", f"{name} publishes {port!r} beyond loopback"
+            published.append(name)
+    # Only the MLflow server and MinIO's console; PostgreSQL and the S3 API stay internal.
+    assert sorted(published) == ["minio", "mlflow"]
+    assert compose["services"]["mlflow"]["ports"] == ["127.0.0.1:5000:5000"]
+
+
+def test_every_credential_is_required_without_default(raw_text):
+    uses = [m for m in INTERPOLATION.finditer(raw_text) if not raw_text[: m.start()].endswith("$")]
+    credentials = [m for m in uses if CREDENTIAL.search(m["name"])]
+    assert {m["name"] for m in credentials} == set(DUMMY_ENV)
+    for match in credentials:
+        assert match["op"] == ":?", f"{match[0]} must use ${{{match['name']}:?message}}"
+        assert match["arg"].strip(), f"{match[0]} needs a message saying what to set"
+    # No literal secret sits in any credential-like environment entry either.
+    for name, service in yaml.safe_load(raw_text)["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if CREDENTIAL.search(key):
+                assert INTERPOLATION.fullmatch(str(value)), f"{name}.{key} = {value!r} is not from the env"
+
+
+def test_missing_credential_fails_loudly(raw_text):
+    for name in DUMMY_ENV:
+        env = {k: v for k, v in DUMMY_ENV.items() if k != name}
+        with pytest.raises(KeyError, match=f"required variable {name} is missing a value: set {name}"):
+            interpolate(raw_text, env)
+        with pytest.raises(KeyError, match=name):
+            interpolate(raw_text, {**env, name: ""})
+
+
+def test_mlflow_server_uses_basic_auth_and_proxied_s3_artifacts(compose):
+    from click import Context
+    from mlflow.cli import server
+
+    mlflow_service = compose["services"]["mlflow"]
+    command = mlflow_service["command"]
+    assert command[:2] == ["mlflow", "server"]
+    args = command[2:]
+    assert args[args.index("--app-name") + 1] == "basic-auth"
+    assert args[args.index("--artifacts-destination") + 1] == "s3://mlflow-artifacts"
+    assert "--serve-artifacts" in args
+    # MLflow's own parser accepts every option (and the basic-auth choice) without running.
+    context = server.make_context("server", list(args))
+    assert isinstance(context, Context)
+    assert context.params["app_name"] == "basic-auth"
+    assert context.params["host"] == "0.0.0.0"  # inside the container; published on loopback only
+    assert context.params["serve_artifacts"] is True
+    # The backend URI comes from the entrypoint through this variable, not the command line.
+    backend = next(p for p in server.params if p.name == "backend_store_uri")
+    assert backend.envvar == "MLFLOW_BACKEND_STORE_URI"
+    assert not any("postgresql" in str(a) for a in args)
+
+    env = mlflow_service["environment"]
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["AWS_ACCESS_KEY_ID"] == DUMMY_ENV["MLFLOW_S3_ACCESS_KEY"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == DUMMY_ENV["MLFLOW_S3_SECRET_KEY"]
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == DUMMY_ENV["MLFLOW_ADMIN_USERNAME"]
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == DUMMY_ENV["MLFLOW_ADMIN_PASSWORD"]
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == DUMMY_ENV["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    assert env["MLFLOW_AUTH_CONFIG_PATH"].startswith("/run/mlflow/")
+    assert env["MLFLOW_AUTH_DEFAULT_PERMISSION"] == "READ"
+    assert env["MLFLOW_AUTH_CACHE_TTL_SECONDS"] == "60"  # what the basic-auth test below runs with
+    assert mlflow_service["tmpfs"] == ["/run/mlflow:uid=10001,gid=10001,mode=0700"]
+    # MLflow never holds MinIO's root credentials.
+    assert "MINIO_ROOT_PASSWORD" not in env
+    dockerfile = (STACK / "Dockerfile").read_text()
+    assert "useradd --create-home --uid 10001 mlflow" in dockerfile
+    assert re.search(r'"mlflow\[auth,db\]==\$\{MLFLOW_VERSION\}"', dockerfile)
+    from importlib.metadata import version
+
+    assert mlflow_service["build"]["args"]["MLFLOW_VERSION"] == version("mlflow")
+
+
+def test_compose_spec_schema(raw_text, compose):
+    """Validated against the compose-spec JSON schema that check-jsonschema vendors."""
+    pytest.importorskip("check_jsonschema", reason="check-jsonschema (vendors the compose-spec schema)")
+    from importlib.resources import files
+
+    import jsonschema
+
+    schema = json.loads(
+        (files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json").read_text("utf-8")
+    )
+    validator = jsonschema.Draft202012Validator(schema)
+    for document in (yaml.safe_load(raw_text), compose):
+        errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+        assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
+    # The validator does reject a broken file (the check is not vacuous).
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["mlflow"]["ports"] = [{"target": "not-a-port"}]
+    broken["services"]["mlflow"]["healthcheck"]["intervall"] = "10s"
+    assert len(list(validator.iter_errors(broken))) >= 2
+
+
+def compose_command() -> list[str] | None:
+    """``docker compose`` (plugin) or a v2 ``docker-compose`` binary, if either works here."""
+    candidates = []
+    if shutil.which("docker"):
+        candidates.append(["docker", "compose"])
+    if shutil.which("docker-compose"):
+        candidates.append(["docker-compose"])
+    for command in candidates:
+        try:
+            done = subprocess.run([*command, "version"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if done.returncode == 0 and re.search(r"\bv?2\.\d+", done.stdout):
+            return command
+    return None
+
+
+def test_docker_compose_config(tmp_path):
+    """The real Compose v2 parser: resolves the file offline (no daemon needed)."""
+    command = compose_command()
+    if command is None:
+        pytest.skip("no Docker Compose v2 here (`docker compose` plugin or docker-compose v2 binary)")
+    empty_env_file = tmp_path / "empty.env"  # never read a developer's real .env
+    empty_env_file.write_text("")
+    base = [*command, "--env-file", str(empty_env_file), "-f", str(COMPOSE)]
+    clean = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+
+    done = subprocess.run(
+        [*base, "config", "--format", "json"],
+        env={**clean, **DUMMY_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    resolved = json.loads(done.stdout)
+    for service in resolved["services"].values():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", port
+    assert resolved["services"]["mlflow"]["command"][2:4] == ["--app-name", "basic-auth"]
+
+    done = subprocess.run([*base, "config", "--quiet"], env=clean, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "required variable" in done.stderr and "is missing a value" in done.stderr, done.stderr
+
+
+# --- the entrypoint ---------------------------------------------------------------------
+
+
+def test_entrypoint_writes_a_private_auth_config_mlflow_reads(tmp_path, monkeypatch):
+    from mlflow.server.auth.config import read_auth_config
+    from mlflow.server.auth.permissions import ALL_PERMISSIONS
+    from sqlalchemy.engine import make_url
+
+    entrypoint = load_entrypoint()
+    env = entrypoint_env(tmp_path, MLFLOW_AUTH_CACHE_TTL_SECONDS="60")
+    server_env = entrypoint.prepare(env)
+
+    path = Path(env["MLFLOW_AUTH_CONFIG_PATH"])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    # MLflow's own reader, with the variables the container sets.
+    for key in ("MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        monkeypatch.setenv(key, env[key])
+    config = read_auth_config()
+    assert config.default_permission == "READ"
+    assert config.admin_username == "admin"
+    assert config.admin_password == env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert config.authorization_function == "mlflow.server.auth:authenticate_request_basic_auth"
+    assert config.auth_cache_ttl_seconds == 60
+    auth_url = make_url(config.database_uri)
+    assert (auth_url.drivername, auth_url.host, auth_url.port) == ("postgresql+psycopg2", "postgres", 5432)
+    assert (auth_url.username, auth_url.password, auth_url.database) == (
+        "mlflow",
+        env["POSTGRES_PASSWORD"],
+        "mlflow_auth",
+    )
+    # The admin password is read by MLflow from the environment, never written to the file.
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] not in path.read_text()
+
+    backend = make_url(server_env["MLFLOW_BACKEND_STORE_URI"])
+    assert (backend.password, backend.database) == (env["POSTGRES_PASSWORD"], "mlflow")
+    assert set(entrypoint.PERMISSIONS) <= set(ALL_PERMISSIONS)
+
+
+def test_entrypoint_refuses_missing_or_invalid_settings(tmp_path):
+    entrypoint = load_entrypoint()
+    env = entrypoint_env(tmp_path, POSTGRES_PASSWORD="", MLFLOW_FLASK_SERVER_SECRET_KEY="")
+    del env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    with pytest.raises(entrypoint.ConfigError) as raised:
+        entrypoint.prepare(env)
+    assert str(raised.value) == (
+        "required environment variable(s) not set or empty: POSTGRES_PASSWORD, "
+        "MLFLOW_AUTH_ADMIN_PASSWORD, MLFLOW_FLASK_SERVER_SECRET_KEY"
+    )
+    with pytest.raises(entrypoint.ConfigError, match="MLFLOW_AUTH_DEFAULT_PERMISSION='WRITE'"):
+        entrypoint.prepare(entrypoint_env(tmp_path, MLFLOW_AUTH_DEFAULT_PERMISSION="WRITE"))
+    with pytest.raises(entrypoint.ConfigError, match="MLFLOW_AUTH_CACHE_TTL_SECONDS='1m'"):
+        entrypoint.prepare(entrypoint_env(tmp_path, MLFLOW_AUTH_CACHE_TTL_SECONDS="1m"))
+    assert not (tmp_path / "auth").exists()
+
+    # As a process: exits non-zero with the names, and never runs the command.
+    done = subprocess.run(
+        [sys.executable, str(STACK / "entrypoint.py"), "touch", str(tmp_path / "ran")],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "entrypoint: required environment variable(s) not set or empty: POSTGRES_USER" in done.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+# --- basic auth as the README describes it (slow) ------------------------------------------
+
+
+@pytest.fixture
+def lenient(small_params):
+    """Gates loose enough for a model trained for seconds on 4,000 rows, so it becomes champion."""
+    from tests.helpers import shrink_params
+
+    return shrink_params(
+        small_params,
+        evaluate={
+            "min_group_size": 20,
+            "gates": {
+                "min_roc_auc": 0.8,
+                "max_demographic_parity_difference": 0.5,
+                "max_equalized_odds_difference": 0.5,
+            },
+        },
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 15) -> None:
+    if process.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture
+def basic_auth_server(tmp_path) -> Iterator[dict]:
+    """``mlflow server --app-name basic-auth`` configured by the stack's entrypoint, with
+    SQLite in place of PostgreSQL (the only change), on a free loopback port. The credential
+    cache is on as in the compose file: without it each request re-hashes its password and
+    the pipeline below takes minutes on two cores instead of seconds."""
+    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs Flask-WTF (mlflow[auth])")
+    entrypoint = load_entrypoint()
+    env = entrypoint.prepare({**os.environ, **entrypoint_env(tmp_path, MLFLOW_AUTH_CACHE_TTL_SECONDS="60")})
+    config_path = Path(env["MLFLOW_AUTH_CONFIG_PATH"])
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(config_path)
+    config["mlflow"]["database_uri"] = f"sqlite:///{tmp_path / 'auth.db'}"
+    with config_path.open("w") as handle:
+        config.write(handle)
+    env["MLFLOW_BACKEND_STORE_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # not needed; saves 8 processes
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env = {k: v for k, v in env.items() if not k.startswith("MLFLOW_TRACKING_")}
+    port = free_port()
+    log = tmp_path / "server.log"
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        *["server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port)],
+        *["--workers", "1", "--artifacts-destination", str(tmp_path / "artifacts")],
+    ]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"no /health within 120 s:\n{log.read_text()[-5000:]}")
+            time.sleep(0.5)
+        yield {"url": url, "admin": ("admin", env["MLFLOW_AUTH_ADMIN_PASSWORD"])}
+    finally:
+        stop_process_group(process)
+
+
+@pytest.mark.slow
+def test_pipeline_through_basic_auth_as_documented(
+    basic_auth_server, lenient, prepared, tmp_path, monkeypatch
+):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from tests.integration.pipeline import run_after_training
+
+    url, admin = basic_auth_server["url"], basic_auth_server["admin"]
+    name = lenient.registry.model_name
+    search = f"{url}/api/2.0/mlflow/experiments/search"
+    # No credentials, or wrong ones: 401. The admin from the environment gets in.
+    assert requests.get(search, params={"max_results": 1}, timeout=10).status_code == 401
+    wrong = requests.get(search, params={"max_results": 1}, auth=("admin", "not-the-password"), timeout=10)
+    assert wrong.status_code == 401
+    assert requests.get(search, params={"max_results": 1}, auth=admin, timeout=10).status_code == 200
+
+    # The README's user creation: POST /api/2.0/mlflow/users/create as the admin.
+    for user in ("alice", "bob"):
+        created = requests.post(
+            f"{url}/api/2.0/mlflow/users/create",
+            json={"username": user, "password": f"{user}-password-123"},
+            auth=admin,
+            timeout=10,
+        )
+        assert created.status_code == 200, created.text
+    too_short = requests.post(
+        f"{url}/api/2.0/mlflow/users/create",
+        json={"username": "carol", "password": "short"},
+        auth=admin,
+        timeout=10,
+    )
+    assert too_short.status_code == 400 and "at least 12 characters" in too_short.text
+    not_admin = requests.post(
+        f"{url}/api/2.0/mlflow/users/create",
+        json={"username": "mallory", "password": "mallory-password-123"},
+        auth=("alice", "alice-password-123"),
+        timeout=10,
+    )
+    assert not_admin.status_code == 403
+
+    # The pipeline authenticates through MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.chdir(tmp_path)
+
+    def as_user(user: str) -> None:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", f"{user}-password-123")
+
+    try:
+        as_user("alice")
+        first = run_after_training(lenient, prepared, tmp_path / "alice", epochs=3)
+        assert first["record"]["version"] == "1" and first["record"]["promoted"]
+        experiment_id = first["ref"].experiment_id
+
+        # With the default permission READ, a second user can read alice's experiment and
+        # model but not log to them.
+        as_user("bob")
+        client = mlflow.MlflowClient(tracking_uri=url)
+        assert client.get_experiment(experiment_id).name == lenient.tracking.experiment
+        assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+        with pytest.raises(MlflowException, match="Permission denied"):
+            run_after_training(lenient, prepared, tmp_path / "bob-denied", epochs=0)
+
+        # The README's grants: EDIT on the experiment and on the registered model, by the admin.
+        for resource_type, resource_id in (("experiment", experiment_id), ("registered_model", name)):
+            granted = requests.post(
+                f"{url}/api/3.0/mlflow/users/permissions/grant",
+                json={
+                    "username": "bob",
+                    "resource_type": resource_type,
+                    "resource_id": resource_id,
+                    "permission": "EDIT",
+                },
+                auth=admin,
+                timeout=10,
+            )
+            assert granted.status_code == 200, granted.text
+        second = run_after_training(lenient, prepared, tmp_path / "bob", epochs=0)
+        assert second["record"]["aliases"] == ["challenger"]
+        assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    finally:
+        if mlflow.active_run():
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)

@@ -1,0 +1,228 @@
+"""The registered champion behind the real ``mlflow models serve`` REST server.
+
+A model goes through the real evaluate and register stages into a temporary SQLite store;
+then ``mlflow models serve -m models:/<name>@champion`` runs as a subprocess on a free
+loopback port and is sent raw Adult rows as JSON, the way a client of the deployed model
+would send them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import requests
+
+from tests.helpers import shrink_params
+from tests.integration.pipeline import run_after_training
+
+pytestmark = pytest.mark.slow
+
+START_TIMEOUT_S = 120
+REQUEST_TIMEOUT_S = 60
+ROWS = 25
+
+
+@pytest.fixture
+def lenient(small_params):
+    """Gates loose enough for a model trained for seconds on 4,000 rows, so it becomes champion."""
+    return shrink_params(
+        small_params,
+        evaluate={
+            "min_group_size": 20,
+            "gates": {
+                "min_roc_auc": 0.8,
+                "max_demographic_parity_difference": 0.5,
+                "max_equalized_odds_difference": 0.5,
+            },
+        },
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 15) -> None:
+    """SIGTERM the server's whole process group (uvicorn workers included), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def wait_until_up(process: subprocess.Popen, url: str, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode} before {url} answered:\n{log.read_text()}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not answer 200 within {timeout_s} s:\n{log.read_text()[-5000:]}")
+
+
+@pytest.fixture
+def champion(lenient, prepared, mlflow_store, tmp_path) -> dict:
+    """A model registered as champion of the tmp SQLite store."""
+    result = run_after_training(lenient, prepared, tmp_path / "run", epochs=3)
+    assert result["record"]["promoted"], result["record"]
+    return {**result, "uri": f"models:/{lenient.registry.model_name}@champion"}
+
+
+@pytest.fixture
+def served(champion, mlflow_store, tmp_path) -> Iterator[str]:
+    """``mlflow models serve`` for the champion on a free loopback port; yields its base URL."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    # The scoring server execs ``uvicorn`` by name: the venv's bin must come first on PATH
+    # even when the tests run through the venv's python without activating it.
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow_store,
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+    }
+    command = [
+        str(Path(bin_dir) / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        champion["uri"],
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so the workers stop with it
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(process, f"{base}/ping", log, START_TIMEOUT_S)
+        yield base
+    finally:
+        stop_process_group(process)
+
+
+def raw_rows(adult_raw: pd.DataFrame, params, rows: int) -> pd.DataFrame:
+    """Raw CSV rows without the label: numeric columns as numbers, '?' markers kept, the
+    extra ``fnlwgt`` column included."""
+    frame = adult_raw.drop(columns=[params.dataset.label]).head(rows).copy()
+    numeric = [c for c, kind in params.dataset.columns.items() if kind == "numeric"]
+    for column in numeric:
+        frame[column] = pd.to_numeric(frame[column])
+    return frame
+
+
+def split_payload(frame: pd.DataFrame) -> dict:
+    """``dataframe_split`` JSON with plain Python values (ints stay JSON integers)."""
+    data = [[value.item() if hasattr(value, "item") else value for value in row] for row in frame.to_numpy()]
+    return {"dataframe_split": {"columns": list(frame.columns), "data": data}}
+
+
+def invoke(base: str, payload: dict) -> requests.Response:
+    return requests.post(
+        f"{base}/invocations",
+        data=json.dumps(payload),
+        headers={"Content-Type": "application/json"},
+        timeout=REQUEST_TIMEOUT_S,
+    )
+
+
+def test_champion_served_over_rest_matches_in_process_predictions(served, champion, lenient, adult_raw):
+    rows = raw_rows(adult_raw, lenient, ROWS)
+    assert "fnlwgt" in rows.columns  # not a feature: the server must ignore it
+    assert (rows == "?").any().any(), "the sample should include missing-value markers"
+    schema = lenient.dataset
+
+    # Raw rows in, one prediction per row out, the same numbers as in-process.
+    response = invoke(served, split_payload(rows))
+    assert response.status_code == 200, response.text
+    served_predictions = pd.DataFrame(response.json()["predictions"])
+    assert list(served_predictions.columns) == ["probability", "label"]
+    assert len(served_predictions) == ROWS
+    assert served_predictions["probability"].between(0, 1).all()
+    assert set(served_predictions["label"]) <= set(schema.label_values)
+    expected_labels = [
+        schema.positive_class if p >= lenient.evaluate.threshold else schema.negative_class
+        for p in served_predictions["probability"]
+    ]
+    assert served_predictions["label"].tolist() == expected_labels
+    local = mlflow.pyfunc.load_model(champion["uri"]).predict(rows)
+    assert served_predictions["probability"].to_numpy() == pytest.approx(
+        local["probability"].to_numpy(), abs=1e-6
+    )
+    assert served_predictions["label"].tolist() == local["label"].tolist()
+
+    # An unseen category is answered (it falls into the shared "other" slot), not an error.
+    unseen = rows.copy()
+    unseen.loc[0, "native-country"] = "Atlantis"
+    response = invoke(served, split_payload(unseen))
+    assert response.status_code == 200, response.text
+    answered = response.json()["predictions"]
+    assert len(answered) == ROWS
+    assert 0 <= answered[0]["probability"] <= 1
+    assert answered[0]["label"] in schema.label_values
+    # The other rows are untouched by the change.
+    assert [p["probability"] for p in answered[1:]] == pytest.approx(
+        served_predictions["probability"].tolist()[1:], abs=1e-9
+    )
+
+    # A required column missing: MLflow's schema enforcement answers 400 and names it.
+    response = invoke(served, split_payload(rows.drop(columns=["age"])))
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert body["error_class"] == "SCHEMA_ENFORCEMENT_FAILED"
+    assert body["message"].startswith("Failed to predict data ")
+    assert body["message"].endswith(
+        "Error: Model is missing inputs ['age']. Note that there were extra inputs: ['fnlwgt']."
+    )
+
+    # A word in a numeric column: columns are typed Any in the signature, so the value
+    # reaches the model, whose preprocessor rejects it as an MLflow parameter error: a 400
+    # whose message names the column and the value, with no server traceback.
+    bad = rows.astype({"hours-per-week": object})
+    bad.loc[1, "hours-per-week"] = "forty"
+    response = invoke(served, split_payload(bad))
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "column 'hours-per-week': 1 value(s) are not finite numbers, e.g. ['forty']" in body["message"]
+    assert "Traceback" not in body.get("stack_trace", "")

@@ -1,0 +1,219 @@
+"""The pipeline against a real ``mlflow server`` over HTTP, as a team would run it.
+
+A tracking server (SQLite backend, proxied artifacts in a temporary folder) runs as a
+subprocess on a free loopback port; ``MLFLOW_TRACKING_URI`` points at it over HTTP; the
+real evaluate and register stages run twice, and everything is read back through the
+server's REST API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import requests
+
+from fairtrain.io import file_sha256, json_sha256
+from fairtrain.registry.lineage import git_state
+from tests.helpers import shrink_params
+from tests.integration.pipeline import run_after_training
+
+pytestmark = pytest.mark.slow
+
+START_TIMEOUT_S = 120
+
+
+@pytest.fixture
+def lenient(small_params):
+    """Gates loose enough for a model trained for seconds on 4,000 rows, so it becomes champion."""
+    return shrink_params(
+        small_params,
+        evaluate={
+            "min_group_size": 20,
+            "gates": {
+                "min_roc_auc": 0.8,
+                "max_demographic_parity_difference": 0.5,
+                "max_equalized_odds_difference": 0.5,
+            },
+        },
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 15) -> None:
+    """SIGTERM the server's whole process group (uvicorn workers included), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def wait_until_up(process: subprocess.Popen, url: str, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode} before {url} answered:\n{log.read_text()}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not answer 200 within {timeout_s} s:\n{log.read_text()[-5000:]}")
+
+
+@pytest.fixture
+def tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """``mlflow server`` with an SQLite backend and proxied local artifacts on a free loopback
+    port; the test process is pointed at it through ``MLFLOW_TRACKING_URI``."""
+    root = tmp_path / "server"
+    root.mkdir()
+    artifacts = root / "artifacts"
+    port = free_port()
+    log = root / "server.log"
+    # The server execs ``uvicorn`` by name: the venv's bin must come first on PATH even when
+    # the tests run through the venv's python without activating it.
+    bin_dir = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    env["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    # The server's background job runner (GenAI scorers, periodic tasks) starts eight extra
+    # processes; the pipeline uses none of it, and this machine has two cores.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    command = [
+        str(Path(bin_dir) / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so the workers stop with it
+        )
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        wait_until_up(process, f"{uri}/health", log, START_TIMEOUT_S)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        # The client side works in its own folder, so anything it wrote locally would show.
+        client_dir = tmp_path / "client"
+        client_dir.mkdir()
+        monkeypatch.chdir(client_dir)
+        yield {"uri": uri, "artifacts": artifacts, "client_dir": client_dir, "log": log}
+    finally:
+        if mlflow.active_run():
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)  # no later test should talk to a stopped server
+        stop_process_group(process)
+
+
+def gates_decision(result: dict) -> str:
+    return "passed" if json.loads(result["outputs"]["gates"].read_text())["passed"] else "failed"
+
+
+def test_two_registrations_through_a_tracking_server(tracking_server, lenient, prepared, tmp_path, adult_raw):
+    uri = tracking_server["uri"]
+    name = lenient.registry.model_name
+
+    first = run_after_training(lenient, prepared, tmp_path / "a", epochs=3)
+    # Untrained: registered as challenger, it must not beat the champion.
+    second = run_after_training(lenient, prepared, tmp_path / "b", epochs=0)
+    assert first["ref"].tracking_uri == uri
+    assert first["record"]["version"] == "1" and first["record"]["promoted"]
+    assert second["record"]["version"] == "2" and not second["record"]["promoted"]
+
+    # Everything below is read back over HTTP.
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+    assert client.get_registered_model(name).aliases == {"champion": "1", "challenger": "2"}
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+
+    expected_git = git_state(Path.cwd())["git_commit"]
+    for version, result in (("1", first), ("2", second)):
+        tags = client.get_model_version(name, version).tags
+        assert tags["git_commit"] == expected_git
+        assert tags["data_sha256"] == file_sha256(prepared["raw"])
+        assert tags["params_sha256"] == json_sha256(lenient.model_dump(mode="json"))
+        assert tags["mlflow_run_id"] == result["ref"].run_id
+        assert client.get_model_version(name, version).run_id == result["ref"].run_id
+        assert tags["gate_decision"] == gates_decision(result)
+    assert client.get_model_version(name, "1").tags["gate_decision"] == "passed"
+    assert client.get_model_version(name, "2").tags["promotion"].startswith("not promoted")
+
+    # The run's test metrics went through the server.
+    for result in (first, second):
+        metrics = client.get_run(result["ref"].run_id).data.metrics
+        evaluation = json.loads(result["outputs"]["evaluation"].read_text())
+        assert metrics["test_roc_auc"] == pytest.approx(evaluation["roc_auc"])
+        assert "fairness/sex/demographic_parity_difference" in metrics
+    first_auc = client.get_run(first["ref"].run_id).data.metrics["test_roc_auc"]
+    second_auc = client.get_run(second["ref"].run_id).data.metrics["test_roc_auc"]
+    assert second_auc <= first_auc
+
+    # Artifacts were proxied to the server's destination, not written beside the client.
+    experiment_id = first["ref"].experiment_id
+    assert client.get_experiment(experiment_id).artifact_location == f"mlflow-artifacts:/{experiment_id}"
+    destination = tracking_server["artifacts"] / experiment_id
+    for version in ("1", "2"):
+        # Over REST the version's ``model_id`` comes back empty; its source names the model.
+        source = client.get_model_version(name, version).source
+        assert source.startswith("models:/m-"), source
+        model_id = source.removeprefix("models:/")
+        location = client.get_logged_model(model_id).artifact_location
+        assert location == f"mlflow-artifacts:/{experiment_id}/models/{model_id}/artifacts"
+        stored = destination / "models" / model_id / "artifacts"
+        for relative in ("MLmodel", "artifacts/model/model.safetensors", "artifacts/preprocessor.json"):
+            assert (stored / relative).is_file(), stored / relative
+    for result in (first, second):
+        stored = destination / result["ref"].run_id / "artifacts"
+        assert (stored / "evaluation/evaluation.json").is_file(), sorted(stored.rglob("*"))
+    assert not [p for p in tracking_server["client_dir"].rglob("*") if p.is_file()]
+
+    # The champion loads and predicts raw rows through the server.
+    rows = adult_raw.drop(columns=[lenient.dataset.label]).head(10).copy()
+    for column in lenient.dataset.numeric_features:
+        rows[column] = pd.to_numeric(rows[column])
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    assert model.metadata.run_id == first["ref"].run_id
+    predictions = model.predict(rows)
+    assert len(predictions) == 10
+    assert predictions["probability"].between(0, 1).all()
+    assert set(predictions["label"]) <= set(lenient.dataset.label_values)
