@@ -27,6 +27,7 @@ def test_per_group_rates_by_hand():
         "selection_rate": 0.5,
         "true_positive_rate": 0.5,
         "false_positive_rate": 0.5,
+        "false_negative_rate": 0.5,
         "accuracy": 0.5,
     }
     assert groups["B"]["count"] == 6
@@ -45,9 +46,12 @@ def test_disparities_over_all_eligible_groups():
     # selection rates .5, .667, 1 → DPD = 1 - .5; TPR .5, 1, 1 and FPR .5, 1/3, 1 → EOD = 2/3
     assert result["demographic_parity_difference"] == pytest.approx(0.5)
     assert result["equalized_odds_difference"] == pytest.approx(2 / 3)
+    # ratios: selection .5/1; TPR .5/1 and FPR (1/3)/1 → equalized odds ratio 1/3
     assert result["all_groups"] == {
         "demographic_parity_difference": pytest.approx(0.5),
         "equalized_odds_difference": pytest.approx(2 / 3),
+        "demographic_parity_ratio": pytest.approx(0.5),
+        "equalized_odds_ratio": pytest.approx(1 / 3),
     }
 
 
@@ -104,8 +108,30 @@ def test_single_class_group_gives_null_for_the_undefined_rate():
 def test_fairness_audit_covers_every_sensitive_feature():
     frame = pd.DataFrame({"sex": GROUPS.map({"A": "F", "B": "M", "C": "M"}), "race": GROUPS})
     audit = fairness_audit(Y_TRUE, Y_PRED, frame, ["sex", "race"], min_group_size=3)
-    assert list(audit) == ["sex", "race"]
+    assert list(audit) == ["sex", "race", "sex × race"]  # the intersection is reported too
     assert audit["sex"]["groups"]["M"]["count"] == 8
     assert audit["race"]["excluded_groups"] == ["C"]
     # sex: F selection 2/4, M selection 6/8 → DPD 1/4
     assert audit["sex"]["demographic_parity_difference"] == pytest.approx(0.25)
+
+
+def test_auc_per_group_reasons_for_undefined_rates_and_the_intersection():
+    proba = np.where(Y_PRED == 1, 0.8, 0.2) + np.linspace(0, 0.01, len(Y_PRED))
+    frame = pd.DataFrame({"sex": GROUPS.map({"A": "F", "B": "M", "C": "M"}), "race": GROUPS})
+    audit = fairness_audit(Y_TRUE, Y_PRED, frame, ["sex", "race"], min_group_size=1, proba=proba)
+    assert [audit[k]["gated"] for k in audit] == [True, True, False]
+    cells = audit["sex × race"]["groups"]
+    assert set(cells) == {"F × A", "M × B", "M × C"}
+    assert cells["F × A"]["count"] == 4
+    # Group A's AUC from its definition: P(a positive scores above a negative), ties half.
+    a = GROUPS.to_numpy() == "A"
+    pos, neg = proba[a][Y_TRUE[a] == 1], proba[a][Y_TRUE[a] == 0]
+    expected = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert audit["race"]["groups"]["A"]["roc_auc"] == pytest.approx(expected)
+
+    single = group_metrics(
+        SINGLE_TRUE, SINGLE_PRED, SINGLE_GROUPS, min_group_size=1, proba=SINGLE_PRED.astype(float)
+    )
+    assert single["groups"]["N"]["roc_auc"] is None
+    assert single["groups"]["N"]["undefined"]["true_positive_rate"] == "no positive rows in this group"
+    assert single["groups"]["P"]["undefined"]["false_positive_rate"] == "no negative rows in this group"

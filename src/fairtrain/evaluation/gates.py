@@ -50,6 +50,8 @@ def evaluate_gates(overall: dict, fairness: dict, gates: GatesConfig) -> dict:
     }
     checks = [_check("roc_auc", overall.get("roc_auc"), gates.min_roc_auc, higher_is_better=True)]
     for feature, audit in fairness.items():
+        if not audit.get("gated", True):
+            continue
         why = _why_undefined(feature, audit)
         for metric in FAIRNESS_GATES:
             checks.append(

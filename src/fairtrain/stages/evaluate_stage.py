@@ -59,11 +59,17 @@ def run_metrics(overall: dict, fairness: dict, attributions: dict) -> dict[str, 
         for name in ("roc_auc", "accuracy", "log_loss"):
             metrics[tracking.metric_key("baseline", model, name)] = _nan_if_none(scores[name])
     for feature, audit in fairness.items():
-        for name in ("demographic_parity_difference", "equalized_odds_difference"):
+        for name in (
+            "demographic_parity_difference",
+            "equalized_odds_difference",
+            "demographic_parity_ratio",
+            "equalized_odds_ratio",
+        ):
             metrics[tracking.metric_key("fairness", feature, name)] = _nan_if_none(audit[name])
         for group, row in audit["groups"].items():
             for name, value in row.items():
-                metrics[tracking.metric_key("group", feature, group, name)] = _nan_if_none(value)
+                if name != "undefined":
+                    metrics[tracking.metric_key("group", feature, group, name)] = _nan_if_none(value)
     for row in attributions["importance"]:
         metrics[tracking.metric_key("attribution", row["column"])] = row["share"]
     return metrics
@@ -120,7 +126,7 @@ def evaluate_stage(
     started = time.perf_counter()
     overall = classification_metrics(y_true, proba, threshold)
     overall["threshold_choice"] = choice
-    fairness = fairness_audit(y_true, y_pred, test, schema.sensitive_features, settings.min_group_size)
+    fairness = fairness_audit(y_true, y_pred, test, schema.sensitive_features, settings.min_group_size, proba)
     timings["metrics_seconds"] = time.perf_counter() - started
 
     if settings.bootstrap_resamples:
