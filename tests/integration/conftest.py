@@ -25,6 +25,24 @@ def small_params(project_params: Params) -> Params:
 
 
 @pytest.fixture(scope="session")
+def lenient(small_params: Params) -> Params:
+    """Gates a model trained for seconds on 4,000 rows passes, so it becomes champion. The
+    integration tests exercise registration and promotion mechanics; disparity gates on
+    groups of a few dozen test rows would decide on noise."""
+    return shrink_params(
+        small_params,
+        evaluate={
+            "min_group_size": 20,
+            "gates": {
+                "min_roc_auc": 0.8,
+                "max_demographic_parity_difference": 1.0,
+                "max_equalized_odds_difference": 1.0,
+            },
+        },
+    )
+
+
+@pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory, adult_raw, small_params: Params) -> dict[str, Path]:
     """validate → prepare → augment on a 4,000-row sample, as the DVC stages would."""
     root = tmp_path_factory.mktemp("prepared")

@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import shrink_params
 from tests.integration.pipeline import run_after_training
 
 pytestmark = pytest.mark.slow
@@ -30,19 +29,8 @@ def fairtrain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def registry(small_params, prepared, mlflow_store, tmp_path):
+def registry(lenient, prepared, mlflow_store, tmp_path):
     """v1 trained (gates pass → champion), v2 untrained (challenger, gates fail)."""
-    lenient = shrink_params(
-        small_params,
-        evaluate={
-            "min_group_size": 20,
-            "gates": {
-                "min_roc_auc": 0.8,
-                "max_demographic_parity_difference": 0.5,
-                "max_equalized_odds_difference": 0.5,
-            },
-        },
-    )
     run_after_training(lenient, prepared, tmp_path / "a", epochs=3)
     run_after_training(lenient, prepared, tmp_path / "b", epochs=0)
     return tmp_path

@@ -17,8 +17,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -32,6 +30,7 @@ import requests
 import yaml
 
 from tests.helpers import PROJECT_ROOT
+from tests.integration.servers import free_port, stop_process_group
 
 STACK = PROJECT_ROOT / "infra/mlflow"
 COMPOSE = STACK / "docker-compose.yml"
@@ -348,45 +347,6 @@ def test_entrypoint_refuses_missing_or_invalid_settings(tmp_path):
 
 
 # --- basic auth as the README describes it (slow) ------------------------------------------
-
-
-@pytest.fixture
-def lenient(small_params):
-    """Gates loose enough for a model trained for seconds on 4,000 rows, so it becomes champion."""
-    from tests.helpers import shrink_params
-
-    return shrink_params(
-        small_params,
-        evaluate={
-            "min_group_size": 20,
-            "gates": {
-                "min_roc_auc": 0.8,
-                "max_demographic_parity_difference": 0.5,
-                "max_equalized_odds_difference": 0.5,
-            },
-        },
-    )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop_process_group(process: subprocess.Popen, grace_s: float = 15) -> None:
-    if process.poll() is not None:
-        return
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture

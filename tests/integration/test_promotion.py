@@ -92,7 +92,10 @@ def test_a_later_stage_failing_keeps_the_training_run_finished(mlflow_store):
 
 def test_a_run_missing_from_the_store_is_a_clear_error(mlflow_store):
     ref = tracking.RunRef("0" * 32, "0", "sqlite:///elsewhere.db")
-    with pytest.raises(
-        TrackingError, match=r"not in the tracking store .* recorded it in sqlite:///elsewhere\.db"
-    ), tracking.resume_run(ref, "report"):
+    with (
+        pytest.raises(
+            TrackingError, match=r"not in the tracking store .* recorded it in sqlite:///elsewhere\.db"
+        ),
+        tracking.resume_run(ref, "report"),
+    ):
         pass

@@ -22,21 +22,6 @@ from tests.integration.pipeline import run_after_training
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def lenient(small_params):
-    return shrink_params(
-        small_params,
-        evaluate={
-            "min_group_size": 20,
-            "gates": {
-                "min_roc_auc": 0.8,
-                "max_demographic_parity_difference": 0.5,
-                "max_equalized_odds_difference": 0.5,
-            },
-        },
-    )
-
-
 def test_register_promotes_logs_lineage_and_serves_raw_rows(
     lenient, prepared, mlflow_store, tmp_path, adult_raw
 ):

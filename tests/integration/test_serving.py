@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,66 +20,14 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.helpers import shrink_params
 from tests.integration.pipeline import run_after_training
+from tests.integration.servers import free_port, stop_process_group, wait_until_up
 
 pytestmark = pytest.mark.slow
 
 START_TIMEOUT_S = 120
 REQUEST_TIMEOUT_S = 60
 ROWS = 25
-
-
-@pytest.fixture
-def lenient(small_params):
-    """Gates loose enough for a model trained for seconds on 4,000 rows, so it becomes champion."""
-    return shrink_params(
-        small_params,
-        evaluate={
-            "min_group_size": 20,
-            "gates": {
-                "min_roc_auc": 0.8,
-                "max_demographic_parity_difference": 0.5,
-                "max_equalized_odds_difference": 0.5,
-            },
-        },
-    )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop_process_group(process: subprocess.Popen, grace_s: float = 15) -> None:
-    """SIGTERM the server's whole process group (uvicorn workers included), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def wait_until_up(process: subprocess.Popen, url: str, log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode} before {url} answered:\n{log.read_text()}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} did not answer 200 within {timeout_s} s:\n{log.read_text()[-5000:]}")
 
 
 @pytest.fixture

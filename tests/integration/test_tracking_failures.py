@@ -17,7 +17,6 @@ from fairtrain import tracking
 from fairtrain.errors import TrackingError
 from fairtrain.stages.register_stage import register_stage
 from fairtrain.stages.train_stage import train_stage
-from tests.helpers import shrink_params
 from tests.integration.pipeline import run_after_training
 
 pytestmark = pytest.mark.slow
@@ -108,19 +107,8 @@ def test_train_with_the_server_down_stops_before_training_and_writes_nothing(
 
 
 def test_register_can_be_rerun_alone_once_the_server_is_back(
-    small_params, prepared, mlflow_store, tmp_path, monkeypatch
+    lenient, prepared, mlflow_store, tmp_path, monkeypatch
 ):
-    lenient = shrink_params(
-        small_params,
-        evaluate={
-            "min_group_size": 20,
-            "gates": {
-                "min_roc_auc": 0.5,
-                "max_demographic_parity_difference": 1.0,
-                "max_equalized_odds_difference": 1.0,
-            },
-        },
-    )
     first = run_after_training(lenient, prepared, tmp_path, epochs=1)
     record = tmp_path / "models/registered.json"
     recorded = record.read_text()
