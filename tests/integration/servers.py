@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,26 @@ def wait_until_up(process: subprocess.Popen, url: str, log: Path, timeout_s: flo
             pass
         time.sleep(0.5)
     pytest.fail(f"{url} did not answer 200 within {timeout_s} s:\n{log.read_text()[-5000:]}")
+
+
+@contextmanager
+def running_server(
+    command: list[str], env: dict[str, str], cwd: Path, log: Path, health_url: str, timeout_s: float
+) -> Iterator[subprocess.Popen]:
+    """Start ``command`` in its own process group (so its workers stop with it), wait until
+    ``health_url`` answers 200, and stop the whole group afterwards."""
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until_up(process, health_url, log, timeout_s)
+        yield process
+    finally:
+        stop_process_group(process)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 import requests
 
 from tests.integration.pipeline import run_after_training
-from tests.integration.servers import free_port, stop_process_group, wait_until_up
+from tests.integration.servers import free_port, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -66,22 +65,9 @@ def served(champion, mlflow_store, tmp_path) -> Iterator[str]:
         "--workers",
         "1",
     ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so the workers stop with it
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_up(process, f"{base}/ping", log, START_TIMEOUT_S)
+    base = f"http://127.0.0.1:{port}"
+    with running_server(command, env, tmp_path, log, f"{base}/ping", START_TIMEOUT_S):
         yield base
-    finally:
-        stop_process_group(process)
 
 
 def raw_rows(adult_raw: pd.DataFrame, params, rows: int) -> pd.DataFrame:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 from fairtrain.io import file_sha256, json_sha256
 from fairtrain.registry.lineage import git_state
 from tests.integration.pipeline import run_after_training
-from tests.integration.servers import free_port, stop_process_group, wait_until_up
+from tests.integration.servers import free_port, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -60,19 +59,8 @@ def tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
         "--workers",
         "1",
     ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=root,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so the workers stop with it
-        )
-    try:
-        uri = f"http://127.0.0.1:{port}"
-        wait_until_up(process, f"{uri}/health", log, START_TIMEOUT_S)
+    uri = f"http://127.0.0.1:{port}"
+    with running_server(command, env, root, log, f"{uri}/health", START_TIMEOUT_S):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
         # The client side works in its own folder, so anything it wrote locally would show.
@@ -80,11 +68,6 @@ def tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
         client_dir.mkdir()
         monkeypatch.chdir(client_dir)
         yield {"uri": uri, "artifacts": artifacts, "client_dir": client_dir, "log": log}
-    finally:
-        if mlflow.active_run():
-            mlflow.end_run()
-        mlflow.set_tracking_uri(None)  # no later test should talk to a stopped server
-        stop_process_group(process)
 
 
 def gates_decision(result: dict) -> str:
