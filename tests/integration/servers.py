@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,3 +76,75 @@ def running_server(
         yield process
     finally:
         stop_process_group(process)
+
+
+def _postgres_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free loopback port; yields a SQLAlchemy URI to an
+    empty database. As root (CI) the server runs as the 'postgres' user, which it requires.
+    Skips the test where PostgreSQL's server binaries are not installed."""
+    initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
+    if not (initdb and postgres):
+        pytest.skip("PostgreSQL server binaries (initdb, postgres) are not installed")
+    as_user: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="fairtrain-pg-"))  # /tmp: reachable by another user
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")  # created by Debian's postgresql package
+        as_user = ["runuser", "-u", "postgres", "--"]
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+    data, port = root / "data", free_port()
+    process = None
+    try:
+        subprocess.run(
+            [*as_user, initdb, "-D", str(data), "-U", "fairtrain", "--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        process = subprocess.Popen(
+            [
+                *as_user,
+                postgres,
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-k",
+                str(root),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        import psycopg2
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = psycopg2.connect(host="127.0.0.1", port=port, user="fairtrain", dbname="postgres")
+                conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+                conn.cursor().execute("CREATE DATABASE mlflow")
+                conn.close()
+                break
+            except psycopg2.OperationalError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    pytest.fail(f"PostgreSQL did not start on port {port}")
+                time.sleep(0.5)
+        # psycopg2 named explicitly: SQLAlchemy 2.1 defaults to psycopg 3 for "postgresql://".
+        yield f"postgresql+psycopg2://fairtrain@127.0.0.1:{port}/mlflow"
+    finally:
+        if process is not None:
+            stop_process_group(process)
+        shutil.rmtree(root, ignore_errors=True)

@@ -21,17 +21,27 @@ import pytest
 from fairtrain.io import file_sha256, json_sha256
 from fairtrain.registry.lineage import git_state
 from tests.integration.pipeline import run_after_training
-from tests.integration.servers import free_port, running_server
+from tests.integration.servers import free_port, postgres_cluster, running_server
 
 pytestmark = pytest.mark.slow
 
 START_TIMEOUT_S = 120
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_store(request, tmp_path: Path) -> Iterator[str]:
+    """The server's backend store: SQLite, and PostgreSQL where its server can run here."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'server.db'}"
+    else:
+        with postgres_cluster() as uri:
+            yield uri
+
+
 @pytest.fixture
-def tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
-    """``mlflow server`` with an SQLite backend and proxied local artifacts on a free loopback
-    port; the test process is pointed at it through ``MLFLOW_TRACKING_URI``."""
+def tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend_store: str) -> Iterator[dict]:
+    """``mlflow server`` with the backend store above and proxied local artifacts on a free
+    loopback port; the test process is pointed at it through ``MLFLOW_TRACKING_URI``."""
     root = tmp_path / "server"
     root.mkdir()
     artifacts = root / "artifacts"
@@ -49,7 +59,7 @@ def tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
         str(Path(bin_dir) / "mlflow"),
         "server",
         "--backend-store-uri",
-        f"sqlite:///{root / 'server.db'}",
+        backend_store,
         "--artifacts-destination",
         str(artifacts),
         "--host",
