@@ -19,5 +19,8 @@ if __name__ == "__main__":
     a = p.parse_args()
     outputs = {name: getattr(a, name) for name in OUTPUTS}
     run_stage(
-        "evaluate", lambda: evaluate_stage(params_of(a), a.train, a.val, a.test, a.preprocessor, a.model, a.run_ref, outputs)
+        "evaluate",
+        lambda: evaluate_stage(
+            params_of(a), a.train, a.val, a.test, a.preprocessor, a.model, a.run_ref, outputs
+        ),
     )
