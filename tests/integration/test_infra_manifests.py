@@ -20,7 +20,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -30,7 +29,7 @@ import requests
 import yaml
 
 from tests.helpers import PROJECT_ROOT
-from tests.integration.servers import free_port, stop_process_group
+from tests.integration.servers import free_port, running_server
 
 STACK = PROJECT_ROOT / "infra/mlflow"
 COMPOSE = STACK / "docker-compose.yml"
@@ -375,33 +374,9 @@ def basic_auth_server(tmp_path) -> Iterator[dict]:
         *["server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port)],
         *["--workers", "1", "--artifacts-destination", str(tmp_path / "artifacts")],
     ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"no /health within 120 s:\n{log.read_text()[-5000:]}")
-            time.sleep(0.5)
+    url = f"http://127.0.0.1:{port}"
+    with running_server(command, env, tmp_path, log, f"{url}/health", timeout_s=120):
         yield {"url": url, "admin": ("admin", env["MLFLOW_AUTH_ADMIN_PASSWORD"])}
-    finally:
-        stop_process_group(process)
 
 
 @pytest.mark.slow
