@@ -65,16 +65,21 @@ def run_after_training(params, prepared, out: Path, epochs: int) -> dict:
         out / "models/mlflow_run.json",
         outputs,
     )
-    record = register_stage(
+    record = register_again(params, prepared, out)
+    return {"ref": ref, "outputs": outputs, "record": record}
+
+
+def register_again(params, prepared, out: Path) -> dict:
+    """The register stage on the outputs ``run_after_training`` left in ``out``."""
+    return register_stage(
         params,
         out / "models/model",
         prepared["preprocessor"],
         prepared["test"],
-        outputs["evaluation"],
-        outputs["gates"],
+        out / "eval/evaluation.json",
+        out / "eval/gates.json",
         out / "models/mlflow_run.json",
         out / "models/registered.json",
         data_path=prepared["raw"],
         project_root=Path.cwd(),
     )
-    return {"ref": ref, "outputs": outputs, "record": record}

@@ -7,17 +7,15 @@ path has its own tests.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from fairtrain.stages.register_stage import register_stage
 from fairtrain.stages.report_stage import report_stage
 from tests.helpers import shrink_params
-from tests.integration.pipeline import run_after_training
+from tests.integration.pipeline import register_again, run_after_training
 
 pytestmark = pytest.mark.slow
 
@@ -65,18 +63,7 @@ def test_register_promotes_logs_lineage_and_serves_raw_rows(
         model.predict(rows.drop(columns=["age"]))
 
     # Registering the same run again reuses its version instead of duplicating it.
-    again = register_stage(
-        lenient,
-        tmp_path / "a/models/model",
-        prepared["preprocessor"],
-        prepared["test"],
-        first["outputs"]["evaluation"],
-        first["outputs"]["gates"],
-        tmp_path / "a/models/mlflow_run.json",
-        tmp_path / "a/models/registered.json",
-        data_path=prepared["raw"],
-        project_root=Path.cwd(),
-    )
+    again = register_again(lenient, prepared, tmp_path / "a")
     assert again["version"] == "1"
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
 

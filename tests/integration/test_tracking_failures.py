@@ -15,9 +15,8 @@ import pytest
 
 from fairtrain import tracking
 from fairtrain.errors import TrackingError
-from fairtrain.stages.register_stage import register_stage
 from fairtrain.stages.train_stage import train_stage
-from tests.integration.pipeline import run_after_training
+from tests.integration.pipeline import register_again, run_after_training
 
 pytestmark = pytest.mark.slow
 
@@ -115,18 +114,7 @@ def test_register_can_be_rerun_alone_once_the_server_is_back(
     model_files = {p: p.read_bytes() for p in (tmp_path / "models/model").iterdir()}
 
     def register() -> dict:
-        return register_stage(
-            lenient,
-            tmp_path / "models/model",
-            prepared["preprocessor"],
-            prepared["test"],
-            first["outputs"]["evaluation"],
-            first["outputs"]["gates"],
-            tmp_path / "models/mlflow_run.json",
-            record,
-            prepared["raw"],
-            Path.cwd(),
-        )
+        return register_again(lenient, prepared, tmp_path)
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
