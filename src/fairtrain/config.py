@@ -116,10 +116,57 @@ class TrainConfig(_Section):
     early_stopping_patience: int = Field(3, ge=1)
 
 
+# Metrics the champion non-regression gate can compare per group, and whether higher is better.
+GROUP_GATE_METRICS = {
+    "roc_auc": True,
+    "pr_auc": True,
+    "accuracy": True,
+    "f1": True,
+    "precision": True,
+    "recall": True,
+    "log_loss": False,
+    "brier": False,
+}
+
+
+class NonRegressionConfig(_Section):
+    """Per-group comparison with the registry's current champion, rescored on this test split."""
+
+    enabled: bool = True
+    metric: Literal["roc_auc", "pr_auc", "accuracy", "f1", "precision", "recall", "log_loss", "brier"] = (
+        "roc_auc"
+    )
+
+
 class GatesConfig(_Section):
     min_roc_auc: float = Field(0.0, ge=0, le=1)
     max_demographic_parity_difference: float = Field(1.0, ge=0, le=1)
     max_equalized_odds_difference: float = Field(1.0, ge=0, le=1)
+    max_expected_calibration_error: float = Field(1.0, ge=0, le=1)
+    champion_non_regression: NonRegressionConfig = Field(default_factory=NonRegressionConfig)
+
+
+class MitigationConfig(_Section):
+    """Fairlearn ThresholdOptimizer fitted on the validation split over the trained model."""
+
+    enabled: bool = False
+    constraint: Literal["equalized_odds", "demographic_parity"] = "equalized_odds"
+    sensitive_feature: str | None = None  # None: the first of dataset.sensitive_features
+    objective: Literal["accuracy_score", "balanced_accuracy_score"] = "accuracy_score"
+    grid_size: int = Field(1000, ge=10)
+    seed: int = 42  # the randomised choice between the two thresholds of a group
+
+
+class AttributionConfig(_Section):
+    """Captum attributions and their self-checks."""
+
+    # train_mean: the mean transformed training row; zeros: zeros in standardised space;
+    # sampled: each explained row gets a randomly drawn training row as its baseline.
+    baseline: Literal["train_mean", "zeros", "sampled"] = "train_mean"
+    convergence_tolerance: float = Field(0.01, gt=0)  # |completeness error| per row
+    max_share_over_tolerance: float = Field(0.05, ge=0, le=1)
+    bootstrap_resamples: int = Field(200, ge=0)  # over explained rows: importance CIs, rank stability
+    second_method: Literal["feature_ablation", "gradient_shap"] = "feature_ablation"
 
 
 class EvaluateConfig(_Section):
@@ -137,6 +184,8 @@ class EvaluateConfig(_Section):
     min_group_size: int = Field(100, ge=1)
     seed: int = 42
     gates: GatesConfig = Field(default_factory=GatesConfig)
+    attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+    mitigation: MitigationConfig = Field(default_factory=MitigationConfig)
 
     @model_validator(mode="after")
     def _target_rules_need_a_target(self) -> EvaluateConfig:
@@ -189,6 +238,12 @@ class Params(_Section):
         unknown = [c for c in self.prepare.log_transform if c not in self.dataset.numeric_features]
         if unknown:
             raise ValueError(f"prepare.log_transform names columns that are not numeric features: {unknown}")
+        mitigated = self.evaluate.mitigation.sensitive_feature
+        if mitigated is not None and mitigated not in self.dataset.sensitive_features:
+            raise ValueError(
+                f"evaluate.mitigation.sensitive_feature {mitigated!r} is not one of "
+                f"dataset.sensitive_features {self.dataset.sensitive_features}"
+            )
         return self
 
 

@@ -13,7 +13,10 @@ from fairtrain.evaluation.fairness import group_metrics
 from fairtrain.evaluation.gates import evaluate_gates
 
 GATES = GatesConfig(
-    min_roc_auc=0.88, max_demographic_parity_difference=0.25, max_equalized_odds_difference=0.25
+    min_roc_auc=0.88,
+    max_demographic_parity_difference=0.25,
+    max_equalized_odds_difference=0.25,
+    max_expected_calibration_error=0.05,
 )
 
 
@@ -37,12 +40,15 @@ def _check(result, name):
 
 
 def test_all_gates_pass():
-    result = evaluate_gates({"roc_auc": 0.91}, {"sex": _audit(0.2, 0.1), "race": _audit(0.05, 0.25)}, GATES)
+    result = evaluate_gates(
+        {"roc_auc": 0.91, "ece": 0.01}, {"sex": _audit(0.2, 0.1), "race": _audit(0.05, 0.25)}, GATES
+    )
     assert result["passed"] is True
     assert result["failed"] == []
     assert result["summary"] == "all gates passed"
     assert [c["name"] for c in result["checks"]] == [
         "roc_auc",
+        "ece",
         "sex.demographic_parity_difference",
         "sex.equalized_odds_difference",
         "race.demographic_parity_difference",
@@ -60,22 +66,22 @@ def test_all_gates_pass():
 
 
 def test_values_on_the_threshold_pass():
-    result = evaluate_gates({"roc_auc": 0.88}, {"sex": _audit(0.25, 0.25)}, GATES)
+    result = evaluate_gates({"roc_auc": 0.88, "ece": 0.01}, {"sex": _audit(0.25, 0.25)}, GATES)
     assert result["passed"] is True
 
 
 @pytest.mark.parametrize(
     ("overall", "fairness", "failed"),
     [
-        ({"roc_auc": 0.87}, {"sex": _audit(0.1, 0.1)}, ["roc_auc"]),
-        ({"roc_auc": 0.95}, {"sex": _audit(0.2501, 0.1)}, ["sex.demographic_parity_difference"]),
+        ({"roc_auc": 0.87, "ece": 0.01}, {"sex": _audit(0.1, 0.1)}, ["roc_auc"]),
+        ({"roc_auc": 0.95, "ece": 0.01}, {"sex": _audit(0.2501, 0.1)}, ["sex.demographic_parity_difference"]),
         (
-            {"roc_auc": 0.95},
+            {"roc_auc": 0.95, "ece": 0.01},
             {"sex": _audit(0.1, 0.1), "race": _audit(0.1, 0.6)},
             ["race.equalized_odds_difference"],
         ),
         (
-            {"roc_auc": 0.5},
+            {"roc_auc": 0.5, "ece": 0.01},
             {"sex": _audit(0.3, 0.3)},
             ["roc_auc", "sex.demographic_parity_difference", "sex.equalized_odds_difference"],
         ),
@@ -94,14 +100,14 @@ def test_failing_gates_are_named_with_reasons(overall, fairness, failed):
 
 
 def test_failing_reason_text():
-    result = evaluate_gates({"roc_auc": 0.95}, {"sex": _audit(0.3, 0.1)}, GATES)
+    result = evaluate_gates({"roc_auc": 0.95, "ece": 0.01}, {"sex": _audit(0.3, 0.1)}, GATES)
     assert _check(result, "sex.demographic_parity_difference")["reason"] == (
         "sex.demographic_parity_difference = 0.3000 fails the requirement <= 0.25"
     )
 
 
 def test_none_metric_fails_with_a_reason():
-    result = evaluate_gates({"roc_auc": 0.95}, {"sex": _audit(None, 0.1)}, GATES)
+    result = evaluate_gates({"roc_auc": 0.95, "ece": 0.01}, {"sex": _audit(None, 0.1)}, GATES)
     assert result["passed"] is False
     assert result["failed"] == ["sex.demographic_parity_difference"]
     check = _check(result, "sex.demographic_parity_difference")
@@ -113,7 +119,7 @@ def test_none_metric_fails_with_a_reason():
 
 
 def test_missing_roc_auc_fails():
-    for overall in ({"roc_auc": None}, {}):
+    for overall in ({"roc_auc": None, "ece": 0.01}, {"ece": 0.01}):
         result = evaluate_gates(overall, {}, GATES)
         assert result["passed"] is False
         assert result["failed"] == ["roc_auc"]
@@ -130,9 +136,49 @@ def test_gates_on_a_real_audit_with_too_few_large_groups():
     sensitive = pd.Series(["White"] * 120 + ["Other"] * 10)
     audit = group_metrics(y_true, y_pred, sensitive, min_group_size=100)
     assert audit["demographic_parity_difference"] is None
-    result = evaluate_gates({"roc_auc": 0.95}, {"race": audit}, GATES)
+    result = evaluate_gates({"roc_auc": 0.95, "ece": 0.01}, {"race": audit}, GATES)
     assert result["failed"] == ["race.demographic_parity_difference", "race.equalized_odds_difference"]
     for name in result["failed"]:
         check = _check(result, name)
         assert check["value"] is None
         assert "Other" in check["reason"]
+
+
+def test_calibration_gate_fails_above_the_maximum_and_when_undefined():
+    fairness = {"sex": _audit(0.1, 0.1)}
+    assert evaluate_gates({"roc_auc": 0.95, "ece": 0.05}, fairness, GATES)["passed"]
+    high = evaluate_gates({"roc_auc": 0.95, "ece": 0.0501}, fairness, GATES)
+    assert high["failed"] == ["ece"]
+    assert _check(high, "ece")["reason"] == "ece = 0.0501 fails the requirement <= 0.05"
+    assert evaluate_gates({"roc_auc": 0.95, "ece": None}, fairness, GATES)["failed"] == ["ece"]
+
+
+def test_non_regression_checks_join_the_gates():
+    overall, fairness = {"roc_auc": 0.95, "ece": 0.01}, {"sex": _audit(0.1, 0.1)}
+    skipped = {"status": "skipped", "reason": "no champion in the registry yet", "metric": "roc_auc"}
+    result = evaluate_gates(overall, fairness, GATES, skipped)
+    check = _check(result, "champion_non_regression.roc_auc")
+    assert result["passed"] and check["passed"] and check["skipped"]
+    assert check["reason"] == "skipped: no champion in the registry yet"
+
+    group = {"feature": "sex", "group": "F", "rows": 300, "challenger": 0.70, "champion": 0.85}
+    compared = {
+        "status": "compared",
+        "metric": "roc_auc",
+        "groups": [
+            {**group, "champion_lower": 0.80, "champion_upper": 0.9, "passed": False, "reason": "worse"},
+            {
+                **group,
+                "group": "M",
+                "challenger": 0.84,
+                "champion_lower": 0.80,
+                "champion_upper": 0.9,
+                "passed": True,
+                "reason": "within",
+            },
+        ],
+    }
+    result = evaluate_gates(overall, fairness, GATES, compared)
+    assert result["failed"] == ["champion_non_regression.roc_auc.sex=F"]
+    assert result["champion_non_regression"] == compared
+    assert _check(result, "champion_non_regression.roc_auc.sex=M")["champion_interval"] == [0.8, 0.9]

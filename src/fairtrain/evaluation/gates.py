@@ -42,13 +42,50 @@ def _why_undefined(feature: str, audit: dict) -> str:
     )
 
 
-def evaluate_gates(overall: dict, fairness: dict, gates: GatesConfig) -> dict:
-    """Every check with its value, threshold and reason; ``passed`` only if all pass."""
+def _non_regression_checks(result: dict) -> list[dict]:
+    """One check per compared group, or a single passing "skipped" check with the reason."""
+    name = f"champion_non_regression.{result['metric']}"
+    if result["status"] == "skipped":
+        return [
+            {
+                "name": name,
+                "value": None,
+                "threshold": None,
+                "passed": True,
+                "skipped": True,
+                "reason": f"skipped: {result['reason']}",
+            }
+        ]
+    return [
+        {
+            "name": f"{name}.{g['feature']}={g['group']}",
+            "value": g["challenger"],
+            "threshold": g["champion_lower"] if g["champion_lower"] is not None else g["champion"],
+            "champion": g["champion"],
+            "champion_interval": [g["champion_lower"], g["champion_upper"]],
+            "passed": g["passed"],
+            "reason": g["reason"],
+        }
+        for g in result["groups"]
+    ]
+
+
+def evaluate_gates(
+    overall: dict, fairness: dict, gates: GatesConfig, non_regression: dict | None = None
+) -> dict:
+    """Every check with its value, threshold and reason; ``passed`` only if all pass.
+
+    ``fairness`` is the audit of the decisions that will be served (the mitigated ones when
+    mitigation is on); ``non_regression`` is ``champion.non_regression``'s result.
+    """
     limits = {
         "demographic_parity_difference": gates.max_demographic_parity_difference,
         "equalized_odds_difference": gates.max_equalized_odds_difference,
     }
-    checks = [_check("roc_auc", overall.get("roc_auc"), gates.min_roc_auc, higher_is_better=True)]
+    checks = [
+        _check("roc_auc", overall.get("roc_auc"), gates.min_roc_auc, higher_is_better=True),
+        _check("ece", overall.get("ece"), gates.max_expected_calibration_error, higher_is_better=False),
+    ]
     for feature, audit in fairness.items():
         if not audit.get("gated", True):
             continue
@@ -63,10 +100,13 @@ def evaluate_gates(overall: dict, fairness: dict, gates: GatesConfig) -> dict:
                     undefined_because=why,
                 )
             )
+    if non_regression is not None:
+        checks.extend(_non_regression_checks(non_regression))
     failed = [c["name"] for c in checks if not c["passed"]]
     return {
         "passed": not failed,
         "failed": failed,
         "checks": checks,
+        **({"champion_non_regression": non_regression} if non_regression is not None else {}),
         "summary": "all gates passed" if not failed else f"failed gates: {', '.join(failed)}",
     }

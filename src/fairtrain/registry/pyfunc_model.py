@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from fairtrain.data.preprocessing import Preprocessor
 from fairtrain.errors import DataValidationError
+from fairtrain.evaluation.decision_rule import apply_rule
 from fairtrain.io import read_json
 from fairtrain.models.export import load_model
 
@@ -36,6 +37,9 @@ class FairtrainModel(mlflow.pyfunc.PythonModel):
         serving = read_json(artifacts[SERVING])
         self.threshold = float(serving["threshold"])
         self.classes = np.asarray([serving["negative_class"], serving["positive_class"]], dtype=object)
+        # With evaluate.mitigation on: ThresholdOptimizer's per-group thresholds as JSON data
+        # (see evaluation/mitigation.py), applied instead of the single threshold.
+        self.mitigation = serving.get("mitigation")
 
     def predict(self, context, model_input, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -46,9 +50,14 @@ class FairtrainModel(mlflow.pyfunc.PythonModel):
             # (naming the column) instead of a generic text and a server-side traceback.
             raise MlflowException.invalid_parameter_value(str(error)) from None
         probability = self.network.predict_proba(features).numpy().astype(np.float64)
-        return pd.DataFrame(
-            {
-                "probability": probability,
-                "label": self.classes[(probability >= self.threshold).astype(int)],
-            }
-        )
+        if self.mitigation is None:
+            decision = (probability >= self.threshold).astype(int)
+        else:
+            feature = self.mitigation["sensitive_feature"]
+            if feature not in frame.columns:
+                raise MlflowException.invalid_parameter_value(
+                    f"the mitigated model needs the sensitive column {feature!r} in every request"
+                )
+            groups = frame[feature].astype(str).str.strip().to_numpy()
+            decision = apply_rule(self.mitigation, probability, groups)
+        return pd.DataFrame({"probability": probability, "label": self.classes[decision]})
