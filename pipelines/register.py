@@ -13,6 +13,7 @@ if __name__ == "__main__":
     p.add_argument("--test", type=Path, required=True)
     p.add_argument("--evaluation", type=Path, required=True)
     p.add_argument("--gates", type=Path, required=True)
+    p.add_argument("--mitigation", type=Path, help="evaluate's mitigation.json (its rule is served)")
     p.add_argument("--run-ref", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True, help="raw data file, hashed for lineage")
     p.add_argument("--out", type=Path, required=True)
@@ -30,5 +31,6 @@ if __name__ == "__main__":
             a.out,
             a.data,
             Path.cwd(),
+            a.mitigation,
         ),
     )

@@ -55,6 +55,7 @@ def run_after_training(params, prepared, out: Path, epochs: int) -> dict:
         ref = tracking.RunRef(run.info.run_id, experiment_id, tracking.resolve_tracking_uri())
     ref.save(out / "models/mlflow_run.json")
     outputs = {n: out / f"eval/{n}.{'parquet' if n == 'predictions' else 'json'}" for n in EVAL_OUTPUTS}
+    outputs["figures"] = out / "eval/figures"
     evaluate_stage(
         params,
         prepared["train"],
@@ -82,4 +83,5 @@ def register_again(params, prepared, out: Path) -> dict:
         out / "models/registered.json",
         data_path=prepared["raw"],
         project_root=Path.cwd(),
+        mitigation_path=out / "eval/mitigation.json",
     )

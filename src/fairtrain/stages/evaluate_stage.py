@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,15 +17,18 @@ from fairtrain import tracking
 from fairtrain.config import Params
 from fairtrain.data.preprocessing import Preprocessor, target_vector
 from fairtrain.errors import FairtrainError
-from fairtrain.evaluation.attribution import integrated_gradients
+from fairtrain.evaluation import mitigation as mitigate
+from fairtrain.evaluation import plots
+from fairtrain.evaluation.attribution import attribution_report
 from fairtrain.evaluation.baseline import fit_baselines
 from fairtrain.evaluation.bootstrap import bootstrap_metrics, default_metric_fns
 from fairtrain.evaluation.calibration import calibration_curve_points
+from fairtrain.evaluation.champion import non_regression, score_champion
 from fairtrain.evaluation.fairness import fairness_audit
 from fairtrain.evaluation.gates import evaluate_gates
 from fairtrain.evaluation.metrics import classification_metrics, confusion_rows, roc_points
 from fairtrain.evaluation.threshold import choose_threshold
-from fairtrain.io import json_safe, read_json, write_json, write_parquet
+from fairtrain.io import atomic_directory, json_safe, read_json, write_json, write_parquet
 from fairtrain.models.export import load_model
 
 log = logging.getLogger(__name__)
@@ -33,9 +38,15 @@ OUTPUTS = (
     "fairness",
     "attributions",
     "gates",
+    "mitigation",
     "roc",
     "confusion",
     "calibration",
+    "roc_groups",
+    "pr_groups",
+    "group_metrics",
+    "attribution_bars",
+    "figures",
     "predictions",
 )
 
@@ -80,11 +91,50 @@ def _probabilities(model, preprocessor: Preprocessor, frame: pd.DataFrame) -> np
 
 
 def _intervals(result: dict) -> dict:
-    """Bootstrap output → ``{metric: {"lower", "upper"}}`` (values are reported elsewhere)."""
+    """Bootstrap output → ``{metric: {"value", "lower", "upper"}}``: per group, this is where
+    every metric's value is reported (ROC-AUC, PR-AUC, accuracy, F1, precision, recall, log
+    loss, Brier, ECE)."""
     return {
-        name: {"lower": m["lower"], "upper": m["upper"], **({"reason": m["reason"]} if m["reason"] else {})}
+        name: {
+            "value": m["value"],
+            "lower": m["lower"],
+            "upper": m["upper"],
+            **({"reason": m["reason"]} if m["reason"] else {}),
+        }
         for name, m in result["metrics"].items()
     }
+
+
+def _mitigation(params, model, preprocessor, val, y_val, test, y_true, proba, y_pred, threshold, fairness):
+    """ThresholdOptimizer on validation when enabled: (report, served test decisions, audit
+    the gates judge). Disabled: the threshold's decisions and the plain audit."""
+    schema, settings = params.dataset, params.evaluate
+    config = settings.mitigation
+    if not config.enabled:
+        return {"enabled": False, "reason": "evaluate.mitigation.enabled is false"}, y_pred, fairness
+    feature = config.sensitive_feature or schema.sensitive_features[0]
+    try:
+        optimizer = mitigate.fit_optimizer(
+            model, preprocessor.transform(val), y_val, val[feature].astype(str).to_numpy(), config
+        )
+    except ValueError as error:
+        raise FairtrainError(
+            f"evaluate.mitigation: ThresholdOptimizer ({config.constraint}, {feature}) could not be "
+            f"fitted on the validation split: {error}"
+        ) from None
+    rule = mitigate.rule_from_optimizer(optimizer, config, feature, threshold)
+    served = mitigate.apply_rule(rule, proba, test[feature].astype(str).to_numpy())
+    comparison, audit_after = mitigate.compare(
+        y_true, y_pred, served, test, schema.sensitive_features, settings.min_group_size
+    )
+    report = {
+        "enabled": True,
+        "fitted_on": "validation split",
+        "evaluated_on": "test split",
+        "rule": rule,
+        **comparison,
+    }
+    return report, served, audit_after
 
 
 def evaluate_stage(
@@ -149,11 +199,12 @@ def evaluate_stage(
             fairness[feature]["intervals"] = {group: _intervals(r) for group, r in by_group.items()}
         timings["bootstrap_seconds"] = time.perf_counter() - started
 
+    train = pd.read_parquet(train_path)
+    train_features = preprocessor.transform(train)
     if settings.baselines:
         started = time.perf_counter()
-        train = pd.read_parquet(train_path)
         overall["baselines"] = fit_baselines(
-            preprocessor.transform(train),
+            train_features,
             target_vector(train, schema),
             preprocessor.transform(test),
             y_true,
@@ -163,31 +214,110 @@ def evaluate_stage(
 
     started = time.perf_counter()
     rng = np.random.default_rng(settings.seed)
-    sample = rng.choice(len(test), size=min(settings.attribution_samples, len(test)), replace=False)
-    attributions = integrated_gradients(
+    sample = np.sort(rng.choice(len(test), size=min(settings.attribution_samples, len(test)), replace=False))
+    explained = test.iloc[sample]
+    attributions, parts = attribution_report(
         model,
-        preprocessor.transform(test.iloc[np.sort(sample)]),
+        preprocessor.transform(explained),
+        sample,
         preprocessor.feature_groups,
-        settings.ig_steps,
-        settings.ig_internal_batch_size,
+        train_features,
+        {f: explained[f].astype(str).to_numpy() for f in schema.sensitive_features},
+        settings,
+        settings.min_group_size,
+        settings.confidence_level,
+        settings.seed,
     )
     timings["attribution_seconds"] = time.perf_counter() - started
-    gates = evaluate_gates(overall, fairness, settings.gates)
-    overall["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    reports = {"evaluation": overall, "fairness": fairness, "attributions": attributions, "gates": gates}
+    attributions["timings"] = {k: round(v, 3) for k, v in parts.items()}
+    if not attributions["convergence"]["passed"]:
+        log.warning("attributions: %s", attributions["convergence"]["reason"])
 
-    with tracking.resume_run(tracking.RunRef.load(run_ref_path), "evaluate"):
-        mlflow.log_metrics(run_metrics(overall, fairness, attributions))
-        mlflow.set_tag("fairtrain.gates", "passed" if gates["passed"] else "failed")
-        for name, payload in reports.items():
-            mlflow.log_dict(json_safe(payload), f"evaluation/{name}.json")
+    # The decisions that will be served: the threshold's, or the mitigated rule's.
+    started = time.perf_counter()
+    mitigation, served, gate_fairness = _mitigation(
+        params, model, preprocessor, val, y_val, test, y_true, proba, y_pred, threshold, fairness
+    )
+    timings["mitigation_seconds"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    nonreg = settings.gates.champion_non_regression
+    champion = None
+    if nonreg.enabled:
+        tracking.configure_client()
+        champion = score_champion(params.registry.model_name, test, schema)
+    gated = [f for f in schema.sensitive_features if fairness.get(f, {}).get("gated", True)]
+    regression = non_regression(
+        y_true,
+        proba,
+        served,
+        champion,
+        test,
+        gated,
+        settings.min_group_size,
+        nonreg,
+        settings.bootstrap_resamples,
+        settings.confidence_level,
+        settings.seed,
+    )
+    timings["champion_seconds"] = time.perf_counter() - started
+    gates = evaluate_gates(overall, gate_fairness, settings.gates, regression)
+    gates["decisions"] = "mitigated rule" if mitigation["enabled"] else "decision threshold"
+
+    started = time.perf_counter()
+    plot_data = {
+        "roc_groups": plots.curves("roc", y_true, proba, test, schema.sensitive_features),
+        "pr_groups": plots.curves("pr", y_true, proba, test, schema.sensitive_features),
+        "group_metrics": plots.group_metric_bars(fairness, overall, schema.sensitive_features),
+        "attribution_bars": plots.attribution_bars(attributions),
+    }
+    labels = [schema.negative_class, schema.positive_class]
+    scratch = Path(tempfile.mkdtemp(prefix="fairtrain-figures-"))
+    try:
+        plots.write_figures(
+            scratch,
+            y_true,
+            proba,
+            y_pred,
+            test,
+            schema.sensitive_features,
+            labels,
+            plot_data["group_metrics"],
+            plot_data["attribution_bars"],
+            settings.confidence_level,
+        )
+        timings["plots_seconds"] = time.perf_counter() - started
+        overall["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        reports = {
+            "evaluation": overall,
+            "fairness": fairness,
+            "attributions": attributions,
+            "gates": gates,
+            "mitigation": mitigation,
+        }
+
+        with tracking.resume_run(tracking.RunRef.load(run_ref_path), "evaluate"):
+            mlflow.log_metrics(run_metrics(overall, fairness, attributions))
+            mlflow.set_tag("fairtrain.gates", "passed" if gates["passed"] else "failed")
+            for name, payload in reports.items():
+                mlflow.log_dict(json_safe(payload), f"evaluation/{name}.json")
+            mlflow.log_artifacts(str(scratch), "evaluation/figures")
+
+        with atomic_directory(outputs["figures"]) as staging:
+            for path in scratch.iterdir():
+                shutil.copy2(path, staging / path.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
     predictions = (
         test[schema.sensitive_features].astype(str).assign(y_true=y_true, probability=proba, y_pred=y_pred)
     )
+    if mitigation["enabled"]:
+        predictions["y_pred_mitigated"] = served
     write_parquet(outputs["predictions"], predictions)
     write_json(outputs["roc"], roc_points(y_true, proba))
-    labels = [schema.negative_class, schema.positive_class]
+    for name, payload in plot_data.items():
+        write_json(outputs[name], payload)
     write_json(outputs["confusion"], confusion_rows(y_true, proba, threshold, labels))
     write_json(outputs["calibration"], calibration_curve_points(y_true, proba))
     for name, payload in reports.items():

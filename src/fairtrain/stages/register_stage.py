@@ -46,9 +46,13 @@ def register_stage(
     output_path: Path,
     data_path: Path,
     project_root: Path,
+    mitigation_path: Path | None = None,
 ) -> dict:
+    """``mitigation_path``: evaluate's mitigation.json; when it is enabled there, the served
+    model applies its per-group rule instead of the single threshold."""
     ref = tracking.RunRef.load(run_ref_path)
     evaluation, gates = read_json(evaluation_path), read_json(gates_path)
+    mitigation = read_json(mitigation_path) if mitigation_path is not None else {"enabled": False}
     name, metric = params.registry.model_name, params.registry.primary_metric
     if metric not in evaluation:
         raise TrackingError(
@@ -65,6 +69,7 @@ def register_stage(
                 "positive_class": params.dataset.positive_class,
                 "negative_class": params.dataset.negative_class,
                 "label": params.dataset.label,
+                "mitigation": mitigation["rule"] if mitigation["enabled"] else None,
             },
         )
         artifacts = {
@@ -122,6 +127,7 @@ def register_stage(
         "promotion_reason": decision.reason,
         "previous_champion": decision.previous_champion,
         "gates_passed": gates["passed"],
+        "mitigated": bool(mitigation["enabled"]),
     }
     write_json(output_path, record)
     log.info("%s v%s aliases %s; %s", name, number, record["aliases"], decision.reason)
