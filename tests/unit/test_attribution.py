@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from fairtrain.evaluation.attribution import integrated_gradients
+from fairtrain.evaluation.attribution import attribution_report, integrated_gradients
 
 WEIGHTS = np.array([1.5, -2.0, 0.8, -0.4, 0.0], dtype=np.float32)
 BIAS = 0.1
@@ -120,3 +120,102 @@ def test_zero_weight_feature_gets_no_attribution_and_model_stays_in_eval_mode():
     by_name = {row["column"]: row for row in out["importance"]}
     assert by_name["workclass"]["mean_abs_attribution"] == pytest.approx(0.0, abs=1e-7)
     assert out["importance"][-1]["column"] == "workclass"
+
+
+# --- attribution_report: baselines, convergence check, stability, groups, cross-check -----------
+
+
+def _settings(**attribution):
+    from fairtrain.config import EvaluateConfig
+
+    return EvaluateConfig(
+        ig_steps=50, ig_internal_batch_size=4096, attribution={"bootstrap_resamples": 100, **attribution}
+    )
+
+
+def _report(settings, rows=60, seed=0):
+    x = _features(rows, seed)
+    train = _features(500, seed + 1)
+    groups = {"sex": np.where(np.arange(rows) % 3 == 0, "F", "M")}
+    return (
+        attribution_report(
+            Logit(), x, np.arange(rows) * 2, GROUPS, train, groups, settings, 25, 0.95, seed=0
+        ),
+        x,
+        train,
+    )
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "train_mean", "sampled"])
+def test_report_completeness_holds_for_every_baseline(baseline):
+    (report, timings), x, train = _report(_settings(baseline=baseline))
+    assert report["baseline_kind"] == baseline and report["baseline"]
+    assert report["convergence"]["passed"] and report["convergence"]["rows_over_tolerance"] == 0
+    assert set(timings) == {
+        "integrated_gradients_seconds",
+        "attribution_stability_seconds",
+        "second_method_seconds",
+    }
+    json.dumps(report)
+    if baseline == "train_mean":
+        # Completeness against the training mean: attributions sum to f(x) - f(mean row).
+        model = Logit()
+        with torch.no_grad():
+            fx = torch.sigmoid(model(torch.from_numpy(x))).numpy()
+            fb = torch.sigmoid(model(torch.from_numpy(train.mean(axis=0, keepdims=True)))).numpy()
+        total = sum(row["mean_attribution"] for row in report["importance"])
+        assert total == pytest.approx(float((fx - fb).mean()), abs=1e-4)
+
+
+def test_rows_over_the_tolerance_are_counted_listed_and_flagged():
+    # Two integration steps on a curved function: large completeness errors.
+    settings = _settings(convergence_tolerance=1e-6, max_share_over_tolerance=0.1)
+    settings = settings.model_copy(update={"ig_steps": 2})
+    (report, _), _, _ = _report(settings)
+    check = report["convergence"]
+    assert not check["passed"] and check["rows_over_tolerance"] > 6
+    assert check["share_over_tolerance"] == pytest.approx(check["rows_over_tolerance"] / 60)
+    listed = check["flagged_rows"]
+    assert 0 < len(listed) <= 20
+    assert all(row["test_row"] % 2 == 0 for row in listed)  # positions in the test split
+    deltas = [abs(row["delta"]) for row in listed]
+    assert deltas == sorted(deltas, reverse=True) and deltas[-1] > 1e-6
+    assert "raise evaluate.ig_steps" in check["reason"]
+
+
+def test_stability_intervals_contain_the_estimate_and_ranks_are_stable_for_clear_weights():
+    (report, _), _, _ = _report(_settings(), rows=200)
+    stability = report["stability"]
+    assert stability["mean_rank_spearman"] > 0.9
+    for row in report["importance"]:
+        column = stability["columns"][row["column"]]
+        assert column["mean_abs_lower"] <= row["mean_abs_attribution"] <= column["mean_abs_upper"]
+        assert column["rank_lower"] <= column["rank"] <= column["rank_upper"]
+        assert 0 <= column["same_rank_share"] <= 1
+    # hours (|w| = 2) outranks age (|w| = 1.5) on standard-normal inputs in every resample.
+    assert stability["columns"]["hours"]["rank"] == 1
+    assert stability["columns"]["hours"]["same_rank_share"] > 0.9
+
+
+def test_group_means_are_the_means_over_the_group_rows():
+    (report, _), _, _ = _report(_settings(baseline="zeros"))
+    groups = report["by_group"]["sex"]
+    assert groups["F"]["rows"] == 20 and groups["M"]["rows"] == 40
+    assert groups["F"]["small"] and not groups["M"]["small"]  # min 25 rows
+    exact = _exact(_features(60))
+    female = np.arange(60) % 3 == 0
+    age = exact[female][:, 0]
+    assert groups["F"]["columns"]["age"]["mean_attribution"] == pytest.approx(age.mean(), abs=1e-4)
+    assert groups["F"]["columns"]["age"]["mean_abs_attribution"] == pytest.approx(
+        np.abs(age).mean(), abs=1e-4
+    )
+
+
+@pytest.mark.parametrize("method", ["feature_ablation", "gradient_shap"])
+def test_second_method_ranks_columns_like_integrated_gradients(method):
+    (report, _), _, _ = _report(_settings(second_method=method), rows=200)
+    cross = report["cross_check"]
+    assert cross["method"] == method
+    assert {row["column"] for row in cross["importance"]} == set(GROUPS)
+    assert cross["spearman_rank_correlation"] > 0.7
+    assert cross["importance"][-1]["column"] == report["importance"][-1]["column"]

@@ -64,7 +64,7 @@ def _ig_values(
     """Per-feature IG attributions and signed convergence deltas, row by row."""
     model.eval()
     inputs = _tensor(features)
-    base = _tensor(np.broadcast_to(baselines, features.shape))
+    base = _tensor(np.broadcast_to(baselines, features.shape).copy())
     explainer = IntegratedGradients(_Probability(model))
     # Captum evaluates rows x steps points; it needs internal_batch_size >= rows per call, so
     # rows go in chunks of internal_batch_size and memory stays bounded for any sample size.
@@ -274,7 +274,7 @@ def second_method(
         mask = np.zeros((1, features.shape[1]), dtype=np.int64)
         for position, idx in enumerate(feature_groups.values()):
             mask[0, idx] = position
-        base = _tensor(np.broadcast_to(baselines, features.shape))
+        base = _tensor(np.broadcast_to(baselines, features.shape).copy())
         explainer = FeatureAblation(forward)
         rows_per_call = max(1, internal_batch_size // len(feature_groups))
         parts = []
