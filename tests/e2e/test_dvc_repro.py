@@ -20,7 +20,7 @@ from tests.helpers import PROJECT_ROOT, adult_sample
 
 pytestmark = pytest.mark.slow
 SAMPLE_ROWS = 5000
-COPIED = ("dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", "pipelines", "src")
+COPIED = ("dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/plots", "pipelines", "src")
 
 
 def _run(args: list[str], cwd: Path, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -136,6 +136,33 @@ def test_second_repro_reruns_nothing(repo):
     assert again.returncode == 0
     assert "Data and pipelines are up to date." in again.stdout
     assert "Running stage" not in again.stdout
+
+
+def test_dvc_plots_show_renders_every_plot_and_the_figures_are_indexed(repo, tmp_path):
+    root, env = repo
+    done = _run(["dvc", "plots", "show", "-o", str(tmp_path / "html")], root, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    html = (tmp_path / "html/index.html").read_text()
+    for plot in (
+        "plots/roc.json",
+        "plots/calibration.json",
+        "plots/confusion.json",
+        "plots/roc_groups.json",
+        "plots/pr_groups.json",
+        "plots/group_metrics.json",
+        "plots/attribution_bars.json",
+    ):
+        assert plot in html, plot
+    for title in ("ROC per group", "Precision-recall per group", "Metrics per group", "Feature importance"):
+        assert title in html, title
+    # The per-group templates got their data: curves and bars per group, with intervals.
+    assert '"curve": "sex=Female"' in html or '"curve":"sex=Female"' in html
+    assert '"lower"' in html and "<DVC_METRIC" not in html
+
+    figures = root / "plots/figures"
+    index = json.loads((figures / "index.json").read_text())
+    assert {entry["file"] for entry in index} == {p.name for p in figures.glob("*.png")}
+    assert {entry["section"] for entry in index} == {"metrics", "quantitative_analyses", "model_examination"}
 
 
 def test_experiment_with_one_param_reruns_only_its_dependants(repo):
