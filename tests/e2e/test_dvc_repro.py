@@ -55,7 +55,11 @@ def repo(tmp_path_factory, adult_raw) -> tuple[Path, dict]:
     # The e2e test checks the pipeline's mechanics; on a 5,000-row sample the race groups have
     # 20-40 test rows, so disparity gates would pass or fail on noise.
     params["evaluate"]["gates"].update(
-        min_roc_auc=0.8, max_demographic_parity_difference=1.0, max_equalized_odds_difference=1.0
+        min_roc_auc=0.8,
+        max_demographic_parity_difference=1.0,
+        max_equalized_odds_difference=1.0,
+        # Three epochs on oversampled rows leave the probabilities far from calibrated.
+        max_expected_calibration_error=1.0,
     )
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / ".gitignore").write_text("mlflow.db\nmlruns/\n")

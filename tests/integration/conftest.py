@@ -37,6 +37,7 @@ def lenient(small_params: Params) -> Params:
                 "min_roc_auc": 0.8,
                 "max_demographic_parity_difference": 1.0,
                 "max_equalized_odds_difference": 1.0,
+                "max_expected_calibration_error": 1.0,
             },
         },
     )
