@@ -128,6 +128,15 @@ def test_mitigated_model_serves_threshold_optimizer_decisions(quick, prepared, m
     # The plain threshold would have decided differently somewhere: the rule is really applied.
     assert (decisions != (served["probability"] >= report["rule"]["fallback_threshold"])).any()
 
+    # The PNG figures went to the run beside the JSON reports.
+    logged = {
+        a.path for a in mlflow.MlflowClient().list_artifacts(result["ref"].run_id, "evaluation/figures")
+    }
+    assert {"evaluation/figures/roc.png", "evaluation/figures/index.json"} <= logged
+    assert "evaluation/mitigation.json" in {
+        a.path for a in mlflow.MlflowClient().list_artifacts(result["ref"].run_id, "evaluation")
+    }
+
     # Disparity for the mitigated feature drops on test.
     before = report["before"]["fairness"]["sex"]
     after = report["after"]["fairness"]["sex"]

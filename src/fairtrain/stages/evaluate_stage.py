@@ -83,6 +83,11 @@ def run_metrics(overall: dict, fairness: dict, attributions: dict) -> dict[str, 
                     metrics[tracking.metric_key("group", feature, group, name)] = _nan_if_none(value)
     for row in attributions["importance"]:
         metrics[tracking.metric_key("attribution", row["column"])] = row["share"]
+    if "convergence" in attributions:
+        metrics["attribution_share_over_tolerance"] = attributions["convergence"]["share_over_tolerance"]
+    if "cross_check" in attributions:
+        rho = attributions["cross_check"]["spearman_rank_correlation"]
+        metrics["attribution_rank_correlation"] = _nan_if_none(rho)
     return metrics
 
 
