@@ -80,3 +80,15 @@ def test_lower_is_better_metrics_fail_above_the_upper_bound_and_no_bootstrap_mea
     same = _run(y, good, _champion(good), frame, resamples=0)
     assert all(g["passed"] for g in same["groups"]) and "bootstrap off" in same["method"]
     assert all(g["champion_lower"] == g["champion"] for g in same["groups"])
+
+
+def test_a_champion_that_cannot_score_fails_closed():
+    from fairtrain.config import GatesConfig
+    from fairtrain.evaluation.gates import evaluate_gates
+
+    y, good, frame = _data()
+    broken = {"version": "3", "run_id": "r", "error": "No such file: model.safetensors"}
+    result = _run(y, good, broken, frame)
+    assert result["status"] == "unavailable" and "model.safetensors" in result["reason"]
+    gates = evaluate_gates({"roc_auc": 0.9, "ece": 0.01}, {}, GatesConfig(), result)
+    assert gates["failed"] == ["champion_non_regression.roc_auc"]

@@ -71,9 +71,14 @@ def score_champion(model_name: str, frame: pd.DataFrame, schema: DatasetConfig) 
         version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
     except MlflowException:
         return None
-    with _restored_sys_path():
-        model = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION_ALIAS}")
-        scored = model.predict(serving_rows(frame, schema))
+    try:
+        with _restored_sys_path():
+            model = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION_ALIAS}")
+            scored = model.predict(serving_rows(frame, schema))
+    except Exception as error:  # any failure to load or score: the gate fails closed, saying why
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        log.warning("champion v%s could not score the test split: %s", version.version, first_line)
+        return {"version": str(version.version), "run_id": version.run_id, "error": first_line}
     return {
         "version": str(version.version),
         "run_id": version.run_id,
@@ -101,7 +106,7 @@ def non_regression(
 ) -> dict:
     """Challenger vs champion per gated group (see the module docstring). JSON-ready::
 
-    {"status": "compared" | "skipped", "reason", "metric", "champion_version", "method",
+    {"status": "compared" | "skipped" | "unavailable", "reason", "metric", "champion_version", "method",
      "groups": [{"feature", "group", "rows", "challenger", "champion", "champion_lower",
                  "champion_upper", "passed", "reason"}]}
     """
@@ -109,6 +114,17 @@ def non_regression(
         return _skipped(settings, "disabled (evaluate.gates.champion_non_regression.enabled: false)")
     if champion is None:
         return _skipped(settings, "no champion in the registry yet: nothing to regress from")
+    if "error" in champion:
+        return {
+            "status": "unavailable",
+            "reason": (
+                f"champion v{champion['version']} could not be loaded or could not score the test split "
+                f"({champion['error']}); fix or roll back the champion, or disable the check"
+            ),
+            "metric": settings.metric,
+            "champion_version": champion["version"],
+            "groups": [],
+        }
     metric = settings.metric
     higher = GROUP_GATE_METRICS[metric]
     fns = {metric: default_metric_fns()[metric]}

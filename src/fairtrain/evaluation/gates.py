@@ -56,6 +56,10 @@ def _non_regression_checks(result: dict) -> list[dict]:
                 "reason": f"skipped: {result['reason']}",
             }
         ]
+    if result["status"] == "unavailable":  # fail closed: the comparison could not be made
+        return [
+            {"name": name, "value": None, "threshold": "n/a", "passed": False, "reason": result["reason"]}
+        ]
     return [
         {
             "name": f"{name}.{g['feature']}={g['group']}",
