@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from fairtrain.evaluation.metrics import classification_metrics
 
@@ -20,6 +21,10 @@ from fairtrain.evaluation.metrics import classification_metrics
 # rows × 118 columns), past the default cap of 100 only on harder feature sets; 2000 leaves room,
 # and a run that still hits the cap says so with a ConvergenceWarning.
 LOGISTIC_MAX_ITER = 2000
+# One OpenMP thread: on a 2-core machine shared with other work, gradient boosting's spinning
+# OpenMP threads take ~25 s on Adult against ~3 s single-threaded (measured), and one thread
+# also makes the fitted trees independent of the machine's core count.
+BASELINE_THREADS = 1
 THRESHOLD = 0.5  # baselines are compared at the default threshold, as the network is by default
 REPORTED = ("roc_auc", "accuracy", "log_loss")
 
@@ -62,7 +67,8 @@ def fit_baselines(
     results = {}
     for name, model in baseline_models(seed).items():
         started = time.perf_counter()
-        model.fit(x_train, y_fit)
+        with threadpool_limits(limits=BASELINE_THREADS):
+            model.fit(x_train, y_fit)
         fit_seconds = time.perf_counter() - started
         proba = model.predict_proba(x_test)[:, 1].astype(np.float64)
         scores = classification_metrics(y_eval, proba, THRESHOLD)
