@@ -182,3 +182,15 @@ def test_duplicate_label_values_are_rejected(raw_params):
     raw_params["dataset"]["label_values"] = [">50K", ">50K"]
     with pytest.raises(ConfigError, match="label_values"):
         params_from_dict(raw_params)
+
+
+def test_mitigation_feature_must_be_a_sensitive_feature(raw_params):
+    raw_params.setdefault("evaluate", {})["mitigation"] = {"enabled": True, "sensitive_feature": "age"}
+    with pytest.raises(ConfigError, match=r"evaluate.mitigation.sensitive_feature 'age' is not one of"):
+        params_from_dict(raw_params)
+
+
+def test_non_regression_metric_is_checked(raw_params):
+    raw_params.setdefault("evaluate", {})["gates"] = {"champion_non_regression": {"metric": "ece"}}
+    with pytest.raises(ConfigError, match=r"evaluate.gates.champion_non_regression.metric"):
+        params_from_dict(raw_params)
