@@ -32,3 +32,65 @@ def parse_numeric(series: pd.Series, markers: list[str]) -> tuple[np.ndarray, np
     values = np.where(missing, np.nan, values)
     bad = ~missing & ~np.isfinite(values)
     return values, bad
+
+
+def parse_boolean(
+    series: pd.Series, markers: list[str], true_values: list[str], false_values: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values, bad): 1.0 / 0.0 / NaN where missing, and a mask of cells that are present but
+    neither a true nor a false value (compared case-insensitively; real booleans are kept)."""
+    missing = missing_mask(series, markers)
+    if pd.api.types.is_bool_dtype(series):
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        text = as_text(series).str.lower()
+        values = np.where(
+            text.isin([v.lower() for v in true_values]).fillna(False).to_numpy(dtype=bool),
+            1.0,
+            np.where(
+                text.isin([v.lower() for v in false_values]).fillna(False).to_numpy(dtype=bool), 0.0, np.nan
+            ),
+        )
+    values = np.where(missing, np.nan, values)
+    return values, ~missing & np.isnan(values)
+
+
+def parse_datetime(series: pd.Series, markers: list[str], fmt: str | None) -> tuple[pd.Series, np.ndarray]:
+    """(values, bad): naive datetime64 values (NaT where missing) and a mask of cells that are
+    present but not dates in ``fmt`` (ISO 8601 when no format is declared)."""
+    missing = missing_mask(series, markers)
+    if pd.api.types.is_datetime64_any_dtype(series):
+        values = series
+    else:
+        values = pd.to_datetime(as_text(series), format=fmt or "ISO8601", errors="coerce")
+    if getattr(values.dt, "tz", None) is not None:
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    values = values.astype("datetime64[ns]").mask(missing)
+    return values, ~missing & values.isna().to_numpy(dtype=bool)
+
+
+def datetime_parts(values: pd.Series, parts: list[str]) -> dict[str, np.ndarray]:
+    """Numeric features of a datetime column (NaN where missing); ``ordinal`` counts days
+    since 1970-01-01."""
+    out = {}
+    for part in parts:
+        if part == "ordinal":
+            days = (values - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+            out[part] = days.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            out[part] = getattr(values.dt, part).to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
+def bin_labels(values: np.ndarray, edges: list[float], labels: list[str]) -> tuple[pd.Series, np.ndarray]:
+    """(groups, outside): the bin label of each value (``labels[i]`` covers
+    ``[edges[i], edges[i+1])``, the last bin includes its upper edge; NA where missing) and a
+    mask of present values that fall in no bin."""
+    values = np.asarray(values, dtype=np.float64)
+    index = np.searchsorted(np.asarray(edges), values, side="right") - 1
+    index = np.where(values == edges[-1], len(labels) - 1, index)
+    present = ~np.isnan(values)
+    inside = present & (index >= 0) & (index < len(labels))
+    names = np.asarray(labels, dtype=object)[np.clip(index, 0, len(labels) - 1)]
+    groups = pd.Series(np.where(inside, names, None), dtype="string")
+    return groups, present & ~inside
