@@ -88,7 +88,8 @@ class BinSpec(_Section):
             raise ValueError(f"edges must increase strictly, got {self.edges}")
         if len(self.labels) != len(self.edges) - 1:
             raise ValueError(
-                f"{len(self.edges)} edges make {len(self.edges) - 1} bins but {len(self.labels)} labels are given"
+                f"{len(self.edges)} edges make {len(self.edges) - 1} bins "
+                f"but {len(self.labels)} labels are given"
             )
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"bin labels must be distinct, got {self.labels}")

@@ -34,7 +34,9 @@ def test_non_numeric_value_names_column_value_and_file_line(write_csv, raw_rows,
     rows = raw_rows
     rows[3][0] = "fifty-three"  # data row 3 → line 5 (header is line 1)
     path = write_csv(rows)
-    report = validate_table(read_raw_table(path), params.dataset, settings=params.validation, source=str(path))
+    report = validate_table(
+        read_raw_table(path), params.dataset, settings=params.validation, source=str(path)
+    )
     assert not report.passed
     problem = _by_check(report.errors, "type", "age")
     assert problem.count == 1
@@ -67,7 +69,9 @@ def test_many_bad_values_are_counted_with_at_most_five_examples(raw_rows, params
 
 
 def test_missing_declared_columns(raw_frame, params):
-    report = validate_table(raw_frame.drop(columns=["race", "age"]), params.dataset, settings=params.validation, source="t")
+    report = validate_table(
+        raw_frame.drop(columns=["race", "age"]), params.dataset, settings=params.validation, source="t"
+    )
     problem = _by_check(report.errors, "missing_columns")
     assert "'age'" in problem.message
     assert "'race'" in problem.message
@@ -75,7 +79,9 @@ def test_missing_declared_columns(raw_frame, params):
 
 
 def test_unexpected_undeclared_columns(raw_frame, params):
-    report = validate_table(raw_frame.assign(zipcode="12345"), params.dataset, settings=params.validation, source="t")
+    report = validate_table(
+        raw_frame.assign(zipcode="12345"), params.dataset, settings=params.validation, source="t"
+    )
     problem = _by_check(report.errors, "unexpected_columns")
     assert "'zipcode'" in problem.message
     assert problem.count == 1

@@ -71,10 +71,14 @@ def smote_minority(train: pd.DataFrame, schema: DatasetConfig, params: AugmentCo
         return train.reset_index(drop=True)
     if counts[minority] < 2:
         raise DataValidationError(
-            f"augment.rebalance smote: the minority class {minority!r} has {counts[minority]} training row(s); "
-            "SMOTE needs at least 2"
+            f"augment.rebalance smote: the minority class {minority!r} has {counts[minority]} "
+            "training row(s); SMOTE needs at least 2"
         )
-    numeric = [c for c in schema.feature_columns if schema.columns[c].type in (ColumnType.numeric, ColumnType.datetime)]
+    numeric = [
+        c
+        for c in schema.feature_columns
+        if schema.columns[c].type in (ColumnType.numeric, ColumnType.datetime)
+    ]
     categorical = [c for c in schema.feature_columns if c not in numeric]
     x = pd.DataFrame(index=train.index)
     for column in numeric:
@@ -111,7 +115,9 @@ def smote_minority(train: pd.DataFrame, schema: DatasetConfig, params: AugmentCo
         elif column in categorical:
             text = synthetic[column].astype("string").replace(_MISSING, pd.NA)
             if schema.columns[column].type == ColumnType.boolean:
-                rows[column] = text.map({"True": True, "False": False, "true": True, "false": False}).astype("boolean")
+                rows[column] = text.map({"True": True, "False": False, "true": True, "false": False}).astype(
+                    "boolean"
+                )
             else:
                 rows[column] = text.astype(train[column].dtype).to_numpy()
         else:  # dropped columns and derived group columns: recomputed or left missing
@@ -176,12 +182,16 @@ def add_gaussian_noise(train: pd.DataFrame, schema: DatasetConfig, params: Augme
         std = float(np.nanstd(values)) if np.isfinite(values).any() else 0.0
         noisy = values + rng.normal(0.0, params.noise_std * std, size=len(values))
         spec = schema.columns[column]
-        noisy = np.clip(noisy, -np.inf if spec.min is None else spec.min, np.inf if spec.max is None else spec.max)
+        noisy = np.clip(
+            noisy, -np.inf if spec.min is None else spec.min, np.inf if spec.max is None else spec.max
+        )
         out[column] = noisy  # NaN + noise stays NaN
     return out
 
 
-def augment_training(train: pd.DataFrame, schema: DatasetConfig, params: AugmentConfig) -> tuple[pd.DataFrame, list[dict]]:
+def augment_training(
+    train: pd.DataFrame, schema: DatasetConfig, params: AugmentConfig
+) -> tuple[pd.DataFrame, list[dict]]:
     """Apply the configured steps in order; return the result and rows before/after each step."""
     steps = []
     frame = train.reset_index(drop=True)

@@ -1,7 +1,8 @@
 """Feature preprocessing fitted on the training split and stored as JSON (never pickle).
 
 Numerics: optional log1p, median imputation, standardisation. Booleans: 0/1, then the same.
-Datetimes: the declared parts (year, month, day of week, ordinal day...) as numerics. Categoricals: one-hot over the
+Datetimes: the declared parts (year, month, day of week, ordinal day...) as numerics.
+Categoricals: one-hot over the
 training vocabulary, with one shared slot for rare or unseen categories and one for missing
 values, so a served model never crashes on a category it has not seen.
 
@@ -117,7 +118,9 @@ class Preprocessor:
             values = _as_numeric(frame[column], column, self.missing_values)
             out[:, groups[column][0]] = _scaled(values, state)
         for column, state in self.boolean.items():
-            values, bad = parse_boolean(frame[column], self.missing_values, state.true_values, state.false_values)
+            values, bad = parse_boolean(
+                frame[column], self.missing_values, state.true_values, state.false_values
+            )
             _reject_bad(frame[column], column, bad, f"booleans ({state.true_values} / {state.false_values})")
             out[:, groups[column][0]] = _scaled(values, state.scale)
         for column, state in self.datetime.items():
@@ -179,7 +182,9 @@ def fit_preprocessor(train: pd.DataFrame, schema: DatasetConfig, params: Prepare
     for column in schema.boolean_features:
         spec = schema.columns[column]
         values, _ = parse_boolean(train[column], schema.missing_values, spec.true_values, spec.false_values)
-        boolean[column] = BooleanState(list(spec.true_values), list(spec.false_values), _fit_scale(values, column))
+        boolean[column] = BooleanState(
+            list(spec.true_values), list(spec.false_values), _fit_scale(values, column)
+        )
     datetimes = {}
     for column in schema.datetime_features:
         spec = schema.columns[column]

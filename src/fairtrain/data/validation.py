@@ -102,7 +102,10 @@ def is_missing(series: pd.Series, markers: list[str]) -> pd.Series:
 
 # check name → (message, expected) templates; "{spec}" is filled per column.
 _CHECK_TEXT = {
-    "type": ("value(s) are not finite numbers", "numeric (declared in dataset.columns) or a declared missing marker"),
+    "type": (
+        "value(s) are not finite numbers",
+        "numeric (declared in dataset.columns) or a declared missing marker",
+    ),
     "range": ("value(s) outside the declared range", "{range}"),
     "categories": ("value(s) outside the declared categories", "one of {categories}"),
     "boolean": ("value(s) are not booleans", "one of true_values {true} or false_values {false}"),
@@ -126,7 +129,11 @@ def _column_checks(name: str, spec: ColumnSpec, schema: DatasetConfig) -> list[p
     def check(check_name: str, passes) -> None:
         checks.append(pa.Check(passes, name=check_name, ignore_na=False))
 
-    role = "label" if name == schema.label else ("sensitive feature" if name in schema.sensitive_features else None)
+    role = (
+        "label"
+        if name == schema.label
+        else ("sensitive feature" if name in schema.sensitive_features else None)
+    )
     if role:
         check("missing", lambda s: pd.Series(~missing_mask(s, markers), index=s.index))
     if spec.type == ColumnType.numeric:
@@ -135,21 +142,25 @@ def _column_checks(name: str, spec: ColumnSpec, schema: DatasetConfig) -> list[p
             low = -np.inf if spec.min is None else spec.min
             high = np.inf if spec.max is None else spec.max
 
-            def in_range(s: pd.Series) -> pd.Series:
+            def _declared_range(s: pd.Series) -> pd.Series:
                 values = parse_numeric(s, markers)[0]
                 return pd.Series(np.isnan(values) | ((values >= low) & (values <= high)), index=s.index)
 
-            check("range", in_range)
+            check("range", _declared_range)
         if name in schema.bins:
             bins = schema.bins[name]
             check(
                 "bins",
-                lambda s: pd.Series(~bin_labels(parse_numeric(s, markers)[0], bins.edges, bins.labels)[1], index=s.index),
+                lambda s: pd.Series(
+                    ~bin_labels(parse_numeric(s, markers)[0], bins.edges, bins.labels)[1], index=s.index
+                ),
             )
     elif spec.type == ColumnType.boolean:
         check(
             "boolean",
-            lambda s: pd.Series(~parse_boolean(s, markers, spec.true_values, spec.false_values)[1], index=s.index),
+            lambda s: pd.Series(
+                ~parse_boolean(s, markers, spec.true_values, spec.false_values)[1], index=s.index
+            ),
         )
     elif spec.type == ColumnType.datetime:
         check("datetime", lambda s: pd.Series(~parse_datetime(s, markers, spec.format)[1], index=s.index))
@@ -166,7 +177,8 @@ def _column_checks(name: str, spec: ColumnSpec, schema: DatasetConfig) -> list[p
         check(
             "categories",
             lambda s: pd.Series(
-                missing_mask(s, markers) | as_text(s).isin(allowed).fillna(False).to_numpy(bool), index=s.index
+                missing_mask(s, markers) | as_text(s).isin(allowed).fillna(False).to_numpy(bool),
+                index=s.index,
             ),
         )
     return checks
@@ -177,7 +189,9 @@ def build_schema(schema: DatasetConfig) -> pa.DataFrameSchema:
     Parquet): strict, so undeclared columns fail; every declared column required."""
     return pa.DataFrameSchema(
         {
-            name: pa.Column(checks=_column_checks(name, spec, schema), nullable=True, coerce=False, required=True)
+            name: pa.Column(
+                checks=_column_checks(name, spec, schema), nullable=True, coerce=False, required=True
+            )
             for name, spec in schema.columns.items()
         },
         strict=True,
@@ -232,7 +246,9 @@ class TableValidator:
         self.group_counts: dict[str, dict[str, int]] = {}
 
     # -- problems accumulate by (column, check) across chunks
-    def _add(self, column: str | None, check: str, message: str, values=None, index=None, expected="", count=0):
+    def _add(
+        self, column: str | None, check: str, message: str, values=None, index=None, expected="", count=0
+    ):
         key = (column, check)
         problem = self.errors.get(key)
         if problem is None:
@@ -253,6 +269,25 @@ class TableValidator:
     def add_error(self, problem: Problem) -> None:
         self.errors[(problem.column, problem.check)] = problem
 
+    def add_invalid_row(self, line: int | None, why: str, text: str) -> None:
+        """A CSV row the reader skipped: too few or too many fields, or an unterminated quote."""
+        check = "unterminated_quote" if "quote" in why else "field_count"
+        key = (None, check)
+        problem = self.errors.setdefault(
+            key,
+            Problem(
+                None,
+                check,
+                f"row(s) that do not parse: {why}",
+                expected=f"{len(self.schema.columns)} comma-separated fields per row, quotes closed",
+            ),
+        )
+        problem.count += 1
+        if len(problem.examples) < MAX_EXAMPLES:
+            problem.examples.append(text[:200])
+        if line is not None and len(problem.lines) < MAX_EXAMPLES:
+            problem.lines.append(int(line))
+
     def feed(self, chunk: pd.DataFrame, first_row: int = 0) -> pd.DataFrame | None:
         """Check one chunk (rows ``first_row`` onwards); return its cleaned copy, or None when
         the columns do not match the declaration (nothing can be cleaned then)."""
@@ -261,8 +296,6 @@ class TableValidator:
             self.columns = [str(c) for c in chunk.columns]
         self.rows += len(chunk)
         declared = list(self.schema.columns)
-        if self.csv_source:
-            self._check_field_counts(chunk)
         if self.parquet_source:
             self._check_stored_types(chunk)
         try:
@@ -275,34 +308,21 @@ class TableValidator:
             return None
         return clean_table(chunk, self.schema)
 
-    def _check_field_counts(self, chunk: pd.DataFrame) -> None:
-        # pandas fills the cells of a row with too few fields with NA (cells are never NA
-        # otherwise: keep_default_na=False), and rejects rows with too many at read time.
-        short = chunk.isna().any(axis=1)
-        if short.any():
-            index = chunk.index[short.to_numpy()]
-            self._add(
-                None,
-                "too_few_fields",
-                "row(s) have fewer fields than the header",
-                index=index,
-                count=len(index),
-                expected=f"{len(chunk.columns)} comma-separated fields per row",
-            )
-
     def _check_stored_types(self, chunk: pd.DataFrame) -> None:
-        for name in self.schema.numeric_features + [self.schema.label]:
-            if name in chunk.columns and self.schema.columns[name].type == ColumnType.numeric:
-                if pd.api.types.is_string_dtype(chunk[name]) or chunk[name].dtype == object:
-                    self._add(
-                        name,
-                        "stored_as_string",
-                        "numbers stored as strings in the Parquet file",
-                        values=chunk[name].head(MAX_EXAMPLES).tolist(),
-                        count=len(chunk),
-                        expected="a numeric Parquet type (int or float) for a numeric column",
-                    )
-                    self.errors[(name, "stored_as_string")].count = self.rows
+        # A Parquet file has real types: a numeric column stored as text is an error even when
+        # the text parses (it hides a broken export upstream).
+        for name in self.schema.numeric_features:
+            if name not in chunk.columns:
+                continue
+            if pd.api.types.is_string_dtype(chunk[name]) or chunk[name].dtype == object:
+                self._add(
+                    name,
+                    "stored_as_string",
+                    "numbers stored as strings in the Parquet file",
+                    values=chunk[name].head(MAX_EXAMPLES).tolist(),
+                    count=len(chunk),
+                    expected="a numeric Parquet type (int or float) for a numeric column",
+                )
 
     def _collect(self, cases: pd.DataFrame) -> None:
         for check, group in cases.groupby("check", sort=False, dropna=False):
@@ -329,17 +349,28 @@ class TableValidator:
                 continue
             for column, cells in group.groupby("column", sort=False):
                 if str(check) not in _CHECK_TEXT:
-                    self._add(str(column), str(check), f"pandera check {check} failed", values=cells["failure_case"])
+                    self._add(
+                        str(column), str(check), f"pandera check {check} failed", values=cells["failure_case"]
+                    )
                     continue
                 message, expected = _expected(str(check), str(column), self.schema)
                 index = pd.to_numeric(cells["index"], errors="coerce").dropna().astype(int)
-                self._add(str(column), str(check), message, values=cells["failure_case"], index=index, expected=expected)
+                self._add(
+                    str(column),
+                    str(check),
+                    message,
+                    values=cells["failure_case"],
+                    index=index,
+                    expected=expected,
+                )
 
     def _aggregate(self, chunk: pd.DataFrame, present: list[str]) -> None:
         schema = self.schema
         markers = schema.missing_values
         for name in present:
-            self.missing_counts[name] = self.missing_counts.get(name, 0) + int(missing_mask(chunk[name], markers).sum())
+            self.missing_counts[name] = self.missing_counts.get(name, 0) + int(
+                missing_mask(chunk[name], markers).sum()
+            )
         if schema.label in present:
             labels = as_text(chunk[schema.label])[~missing_mask(chunk[schema.label], markers)]
             for value, n in labels.value_counts().items():
@@ -392,7 +423,8 @@ class TableValidator:
                     Problem(
                         name,
                         "missing_share",
-                        f"{count} missing value(s) ({count / self.rows:.1%} of rows); they are imputed in prepare",
+                        f"{count} missing value(s) ({count / self.rows:.1%} of rows); "
+                        "they are imputed in prepare",
                         count=count,
                         expected=f"at most {settings.missing_warning_share:.0%} missing "
                         "(validate.missing_warning_share)",
@@ -441,7 +473,9 @@ def clean_table(frame: pd.DataFrame, schema: DatasetConfig) -> pd.DataFrame:
             out[column] = pd.Series(parse_numeric(series, markers)[0], index=frame.index)
         elif spec.type == ColumnType.boolean:
             values, _ = parse_boolean(series, markers, spec.true_values, spec.false_values)
-            out[column] = pd.Series(pd.array(np.where(np.isnan(values), None, values == 1.0), dtype="boolean"), index=frame.index)
+            out[column] = pd.Series(
+                pd.array(np.where(np.isnan(values), None, values == 1.0), dtype="boolean"), index=frame.index
+            )
         elif spec.type == ColumnType.datetime:
             out[column] = parse_datetime(series, markers, spec.format)[0].set_axis(frame.index)
         else:

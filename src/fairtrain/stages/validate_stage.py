@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fairtrain.config import ColumnType, DatasetConfig, Params
-from fairtrain.data.loading import is_csv, iter_raw_chunks
+from fairtrain.data.loading import describe_invalid_row, is_csv, iter_raw_chunks
 from fairtrain.data.validation import Problem, TableValidator, ValidationReport
 from fairtrain.errors import DataValidationError
 from fairtrain.io import atomic_path, write_json, write_text
@@ -58,14 +58,19 @@ def validate_stage(
         with atomic_path(validated_path) as tmp:
             with pq.ParquetWriter(tmp, arrow_schema) as writer:
                 first_row = 0
+                invalid_rows: list = []
                 try:
-                    for chunk in iter_raw_chunks(raw_path, settings.chunk_rows):
+                    for chunk in iter_raw_chunks(raw_path, settings.chunk_rows, invalid_rows):
                         cleaned = validator.feed(chunk, first_row)
                         first_row += len(chunk)
                         if cleaned is not None and not validator.errors:
-                            writer.write_table(pa.Table.from_pandas(cleaned, schema=arrow_schema, preserve_index=False))
+                            writer.write_table(
+                                pa.Table.from_pandas(cleaned, schema=arrow_schema, preserve_index=False)
+                            )
                 except DataValidationError as error:
                     validator.add_error(Problem(None, "readable", str(error)))
+                for row in invalid_rows:
+                    validator.add_invalid_row(row.number, describe_invalid_row(row), row.text)
             report = validator.finish()
             _write_report(report, report_path)
             if not report.passed:
