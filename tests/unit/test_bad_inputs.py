@@ -86,7 +86,7 @@ def test_bad_cells_are_named_with_value_and_line(tmp_path, raw_params, edits, ch
 
 def test_single_class_label(tmp_path, raw_params):
     path = tmp_path / "one_class.csv"
-    path.write_text(_csv_text([r[:-1] + ["<=50K"] for r in RAW_ROWS]), encoding="utf-8")
+    path.write_text(_csv_text([[*r[:-1], "<=50K"] for r in RAW_ROWS]), encoding="utf-8")
     payload, message = _run(_params(raw_params), path, tmp_path)
     assert "single class" in _problem(payload, "single_class", "income-per-year")["message"]
     assert "single class" in message
@@ -136,7 +136,7 @@ FILE_CASES = [
 def test_unreadable_files_are_named(tmp_path, raw_params, content, needle):
     path = tmp_path / "broken.csv"
     path.write_bytes(content)
-    payload, message = _run(_params(raw_params), path, tmp_path)
+    _, message = _run(_params(raw_params), path, tmp_path)
     assert needle in message
     assert str(path) in message
 
@@ -175,7 +175,7 @@ def test_group_too_small_to_audit_is_an_error_or_a_warning(tmp_path, raw_params)
     path = tmp_path / "small.csv"
     path.write_text(_csv_text(RAW_ROWS), encoding="utf-8")
     raw_params["validate"] = {"min_group_rows": 4}  # Female has 3 rows
-    payload, message = _run(_params(raw_params), path, tmp_path)
+    payload, _ = _run(_params(raw_params), path, tmp_path)
     problem = _problem(payload, "small_group", "sex")
     assert "'Female': 3" in problem["message"] and "Male" not in problem["message"]
     raw_params["validate"]["small_group"] = "warn"
