@@ -30,6 +30,7 @@ class ColumnType(StrEnum):
 DatetimePart = Literal["year", "month", "day", "dayofweek", "dayofyear", "hour", "ordinal"]
 DEFAULT_TRUE = ["true", "1", "yes", "y", "t"]
 DEFAULT_FALSE = ["false", "0", "no", "n", "f"]
+DEFAULT_DERIVE = ["year", "month", "dayofweek", "ordinal"]
 # Suffix of the column that holds a binned sensitive feature's group labels in the splits.
 GROUP_SUFFIX = "_group"
 
@@ -50,12 +51,16 @@ class ColumnSpec(_Section):
     true_values: list[str] = Field(default_factory=lambda: list(DEFAULT_TRUE), min_length=1)
     false_values: list[str] = Field(default_factory=lambda: list(DEFAULT_FALSE), min_length=1)
     format: str | None = None
-    derive: list[DatetimePart] = Field(default_factory=lambda: ["year", "month", "dayofweek", "ordinal"])
+    derive: list[DatetimePart] = Field(default_factory=lambda: list(DEFAULT_DERIVE))
 
     @model_validator(mode="after")
     def _options_fit_the_type(self) -> ColumnSpec:
         problems = []
-        given = self.model_fields_set
+        # Options that differ from their defaults (a dumped-and-reloaded spec sets them all).
+        defaults = {"min": None, "max": None, "categories": None, "format": None}
+        defaults |= {"true_values": DEFAULT_TRUE, "false_values": DEFAULT_FALSE}
+        defaults |= {"derive": DEFAULT_DERIVE}
+        given = {k for k in self.model_fields_set if k != "type" and getattr(self, k) != defaults[k]}
         allowed = {
             ColumnType.numeric: {"min", "max"},
             ColumnType.categorical: {"categories"},

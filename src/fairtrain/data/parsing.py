@@ -39,17 +39,21 @@ def parse_boolean(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(values, bad): 1.0 / 0.0 / NaN where missing, and a mask of cells that are present but
     neither a true nor a false value (compared case-insensitively; real booleans are kept)."""
+    if series.dtype == object:  # Python bools with None (a nullable boolean read back)
+        series = series.map(lambda v: v if v is None or isinstance(v, str) else str(v))
     missing = missing_mask(series, markers)
     if pd.api.types.is_bool_dtype(series):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
+        # "true"/"false" are always understood: they are how a cleaned (typed) boolean reads
+        # back as text, whatever the raw file's vocabulary was.
         text = as_text(series).str.lower()
+        trues = {v.lower() for v in true_values} | {"true"}
+        falses = {v.lower() for v in false_values} | {"false"}
         values = np.where(
-            text.isin([v.lower() for v in true_values]).fillna(False).to_numpy(dtype=bool),
+            text.isin(trues).fillna(False).to_numpy(dtype=bool),
             1.0,
-            np.where(
-                text.isin([v.lower() for v in false_values]).fillna(False).to_numpy(dtype=bool), 0.0, np.nan
-            ),
+            np.where(text.isin(falses).fillna(False).to_numpy(dtype=bool), 0.0, np.nan),
         )
     values = np.where(missing, np.nan, values)
     return values, ~missing & np.isnan(values)
