@@ -33,7 +33,8 @@ def loans_table(rows: int = 6000, seed: int = 7) -> pd.DataFrame:
     gender = rng.choice(["female", "male", "non-binary"], rows, p=[0.49, 0.48, 0.03])
     employment = rng.choice(EMPLOYMENT, rows, p=[0.55, 0.15, 0.12, 0.08, 0.10])
     employment = np.where((age > 64) & (rng.random(rows) < 0.7), "retired", employment)
-    income = np.round(np.exp(rng.normal(10.6, 0.55, rows)) * np.where(employment == "unemployed", 0.3, 1.0), -2)
+    earning = np.where(employment == "unemployed", 0.3, 1.0)
+    income = np.round(np.exp(rng.normal(10.6, 0.55, rows)) * earning, -2)
     credit = np.clip(rng.normal(680, 70, rows) + (age - 40) * 1.2, 300, 850).round()
     amount = np.round(np.clip(rng.lognormal(9.6, 0.7, rows), 1000, 250_000), -2)
     debt_ratio = np.clip(rng.beta(2.0, 5.0, rows) * 1.2, 0, 1).round(3)
@@ -41,7 +42,8 @@ def loans_table(rows: int = 6000, seed: int = 7) -> pd.DataFrame:
     first_time = rng.random(rows) < np.where(age < 35, 0.6, 0.2)
     start = np.datetime64("2021-01-01")
     applied = start + rng.integers(0, 3 * 365, rows).astype("timedelta64[D]")
-    contacted = applied.astype("datetime64[s]") + rng.integers(3_600, 60 * 86_400, rows).astype("timedelta64[s]")
+    delay = rng.integers(3_600, 60 * 86_400, rows).astype("timedelta64[s]")
+    contacted = applied.astype("datetime64[s]") + delay
     region = rng.choice(REGIONS, rows)
 
     score = (
