@@ -20,13 +20,15 @@ MIN_STRATUM_ROWS = 10
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def strata(frame: pd.DataFrame, label: str, groups: list[str]) -> pd.Series:
-    """One key per row: label × every sensitive feature, or just the label for rare cells."""
-    key = frame[label].astype(str)
-    for column in groups:
-        key = key + "|" + frame[column].astype(str)
-    sizes = key.map(key.value_counts())
-    return key.where(sizes >= MIN_STRATUM_ROWS, frame[label].astype(str))
+def strata(frame: pd.DataFrame, label: str, groups: list[str]) -> np.ndarray:
+    """One integer key per row: label × every sensitive group, or just the label for cells
+    smaller than ``MIN_STRATUM_ROWS`` (integer codes: far cheaper than string keys at scale)."""
+    keys = [label, *groups]
+    cell = frame.groupby(keys, sort=True, dropna=False, observed=True).ngroup().to_numpy()
+    label_code = pd.factorize(frame[label], sort=True)[0]
+    sizes = np.bincount(cell)
+    # Rare cells fall back to their label alone, coded after every real cell.
+    return np.where(sizes[cell] >= MIN_STRATUM_ROWS, cell, len(sizes) + label_code)
 
 
 def split_dataset(
@@ -38,36 +40,43 @@ def split_dataset(
     and label balance the same in each split, so small groups still have test rows for the
     fairness audit. ``groups`` are the columns holding group labels (binned where declared).
     A group that ends up missing from a split is an error or a warning (prepare.unsplittable_group).
+    Row positions are split first and each split's rows are taken once, so memory stays
+    about twice the table.
     """
     groups = groups or []
+    positions = np.arange(len(frame))
     rest, test = train_test_split(
-        frame, test_size=params.test_size, stratify=strata(frame, label, groups), random_state=params.seed
+        positions,
+        test_size=params.test_size,
+        stratify=strata(frame, label, groups),
+        random_state=params.seed,
     )
     # val_size is a share of the whole table, so rescale it to the remainder.
     val_share = params.val_size / (1.0 - params.test_size)
+    rest_frame = frame.iloc[rest]
     train, val = train_test_split(
-        rest, test_size=val_share, stratify=strata(rest, label, groups), random_state=params.seed
+        rest, test_size=val_share, stratify=strata(rest_frame, label, groups), random_state=params.seed
     )
-    splits = {
-        name: part.reset_index(drop=True) for name, part in (("train", train), ("val", val), ("test", test))
-    }
-    _check_groups_in_every_split(frame, splits, groups, params)
-    return splits
+    del rest_frame
+    picked = {"train": train, "val": val, "test": test}
+    _check_groups_in_every_split(frame, picked, groups, params)
+    return {name: frame.take(rows).reset_index(drop=True) for name, rows in picked.items()}
 
 
 def _check_groups_in_every_split(
-    frame: pd.DataFrame, splits: dict[str, pd.DataFrame], groups: list[str], params: PrepareConfig
+    frame: pd.DataFrame, picked: dict[str, np.ndarray], groups: list[str], params: PrepareConfig
 ) -> None:
     problems = []
     for column in groups:
-        sizes = frame[column].astype(str).value_counts()
+        codes, names = pd.factorize(frame[column].astype(str))
+        sizes = np.bincount(codes, minlength=len(names))
         for name in SPLIT_NAMES:
-            present = set(splits[name][column].astype(str))
-            absent = [g for g in sizes.index if g not in present]
+            present = np.bincount(codes[picked[name]], minlength=len(names)) > 0
+            absent = [str(names[i]) for i in np.flatnonzero(~present)]
             if absent:
                 problems.append(
                     f"{column}: group(s) {absent} have no rows in the {name} split "
-                    f"(rows in the table: {[int(sizes[g]) for g in absent]})"
+                    f"(rows in the table: {[int(sizes[i]) for i in np.flatnonzero(~present)]})"
                 )
     if not problems:
         return
