@@ -134,6 +134,10 @@ def test_loans_go_through_validate_prepare_augment(tmp_path):
     train = pd.read_parquet(tmp_path / "augmented.parquet")
     assert train["applicant_age_group"].notna().all()
     assert {c["feature"] for c in augmented["cells_after"]} == {"gender", "applicant_age_group"}
+    flat = read_json(tmp_path / "augment.json")["rows_by_group_and_label"]
+    young = flat["applicant_age_group=18-24|label=approved"]
+    assert young["after"] > young["before"] > 0  # SMOTE added approved rows to the group
+    assert sum(v["after"] for k, v in flat.items() if k.startswith("gender=")) == len(train)
 
 
 def test_boolean_and_datetime_features_are_encoded_from_cleaned_and_raw_rows():

@@ -228,13 +228,11 @@ class TableValidator:
         source: str,
         settings: ValidateConfig | None = None,
         *,
-        csv_source: bool = False,
         parquet_source: bool = False,
     ) -> None:
         self.schema = schema
         self.source = source
         self.settings = settings or ValidateConfig(missing_warning_share=MISSING_WARNING_SHARE)
-        self.csv_source = csv_source
         self.parquet_source = parquet_source
         self.pandera_schema = build_schema(schema)
         self.rows = 0

@@ -35,7 +35,18 @@ def augment_stage(params: Params, train_path: Path, output_path: Path, report_pa
         "cells_before": group_counts(train, label, groups),
         "cells_after": group_counts(augmented, label, groups),
     }
+    # The same counts flat, so `dvc metrics show / diff` lists them as numbers.
+    report["rows_by_group_and_label"] = _flat_cells(report["cells_before"], report["cells_after"])
     write_parquet(output_path, augmented)
     write_json(report_path, report)
     log.info("training rows %d → %d (%s)", len(train), len(augmented), report["method"])
     return report
+
+
+def _flat_cells(before: list[dict], after: list[dict]) -> dict:
+    flat: dict[str, dict[str, int]] = {}
+    for when, cells in (("before", before), ("after", after)):
+        for cell in cells:
+            key = f"{cell['feature']}={cell['group']}|label={cell['label']}"
+            flat.setdefault(key, {"before": 0, "after": 0})[when] = cell["rows"]
+    return flat

@@ -49,7 +49,6 @@ def validate_stage(
         schema,
         str(raw_path),
         settings,
-        csv_source=is_csv(raw_path),
         parquet_source=not is_csv(raw_path),
     )
     arrow_schema = cleaned_arrow_schema(schema)
