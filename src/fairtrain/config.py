@@ -228,7 +228,7 @@ class ValidateConfig(_Section):
     # Share of missing values in a column above which validation warns (never fails).
     missing_warning_share: float = Field(0.05, ge=0, le=1)
     # A sensitive group with fewer rows than this cannot be audited: error or warning.
-    min_group_rows: int = Field(30, ge=1)
+    min_group_rows: int = Field(20, ge=1)
     small_group: Literal["error", "warn"] = "error"
     # Rows read and checked at a time: bounds memory on large files.
     chunk_rows: int = Field(500_000, ge=1)
