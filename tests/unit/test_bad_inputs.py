@@ -284,3 +284,15 @@ def test_gzipped_csv_passes_and_writes_typed_parquet(tmp_path, raw_params):
     frame = pd.read_parquet(tmp_path / "v.parquet")
     assert len(frame) == 8 and frame["age"].dtype == "float64"
     assert frame["workclass"].isna().sum() == 1
+
+
+def test_typed_parquet_passes_in_chunks(tmp_path, raw_params):
+    numeric = ["age", "fnlwgt", "capital-gain", "hours-per-week"]
+    frame = pd.DataFrame(RAW_ROWS, columns=COLUMNS).replace("?", None).astype({c: float for c in numeric})
+    path = tmp_path / "typed.parquet"
+    frame.to_parquet(path, index=False, row_group_size=3)
+    raw_params["validate"] = {"min_group_rows": 1, "chunk_rows": 3}
+    report = validate_stage(_params(raw_params), path, tmp_path / "v.parquet", tmp_path / "v.json")
+    assert report.passed, report.summary()
+    out = pd.read_parquet(tmp_path / "v.parquet")
+    assert len(out) == 8 and out["workclass"].isna().sum() == 1
