@@ -88,7 +88,11 @@ def parse_datetime(series: pd.Series, markers: list[str], fmt: str | None) -> tu
     if pd.api.types.is_datetime64_any_dtype(series):
         values = series
     else:
-        values = pd.to_datetime(as_text(series), format=fmt or "ISO8601", errors="coerce")
+        text = as_text(series)
+        try:
+            values = pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce")
+        except ValueError:  # mixed UTC offsets: compare them in UTC
+            values = pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce", utc=True)
     if getattr(values.dt, "tz", None) is not None:
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     values = values.astype("datetime64[ns]").mask(missing)

@@ -100,7 +100,7 @@ def is_missing(series: pd.Series, markers: list[str]) -> pd.Series:
 
 # ---- the pandera schema built from the declaration ------------------------------------------
 
-# check name → (message, expected) templates; "{spec}" is filled per column.
+# check name → (message, expected) templates, filled per column by ``_expected``.
 _CHECK_TEXT = {
     "type": (
         "value(s) are not finite numbers",
