@@ -9,6 +9,7 @@ import pandas as pd
 
 from fairtrain.config import Params
 from fairtrain.data.preprocessing import fit_preprocessor, target_vector
+from fairtrain.data.reference_stats import reference_statistics
 from fairtrain.data.split import split_dataset
 from fairtrain.io import atomic_directory, write_json
 
@@ -18,7 +19,13 @@ SPLITS = ("train", "val", "test")
 PREPROCESSOR_FILE = "preprocessor.json"
 
 
-def prepare_stage(params: Params, validated_path: Path, output_dir: Path, stats_path: Path) -> dict:
+def prepare_stage(
+    params: Params,
+    validated_path: Path,
+    output_dir: Path,
+    stats_path: Path,
+    reference_path: Path | None = None,
+) -> dict:
     """Split, fit preprocessing on train only, and write the splits + preprocessing state."""
     frame = pd.read_parquet(validated_path)
     splits = split_dataset(frame, params.dataset.label, params.prepare, params.dataset.sensitive_features)
@@ -46,5 +53,7 @@ def prepare_stage(params: Params, validated_path: Path, output_dir: Path, stats_
         },
     }
     write_json(stats_path, stats)
+    if reference_path is not None:  # what `fairtrain drift` compares new batches with
+        write_json(reference_path, reference_statistics(splits["train"], schema, params.drift.reference))
     log.info("split %s rows into %s; %d model features", len(frame), stats["rows"], preprocessor.n_features)
     return stats
