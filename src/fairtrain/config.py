@@ -191,7 +191,7 @@ class DriftConfig(_Section):
     label_rate_threshold: float = Field(0.05, gt=0, le=1)
     group_rate_threshold: float = Field(0.1, gt=0, le=1)
     # Batch groups with fewer labelled rows than this are reported, not checked.
-    min_group_size: int = Field(50, ge=1)
+    min_group_size: int = Field(200, ge=1)
     # Retraining is advised when at least this many checks drift.
     min_drifted_checks: int = Field(1, ge=1)
 
