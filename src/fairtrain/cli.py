@@ -7,6 +7,7 @@
     fairtrain promote --rollback       swap champion and previous-champion
     fairtrain predict rows.csv         score raw rows with the champion (or --model URI)
     fairtrain drift --batch new.csv    compare a new batch with the training reference statistics
+    fairtrain append-batch new.csv     validate a batch and append it to dataset.path (for retraining)
 
 Every command takes ``--json`` for machine-readable output. Exit codes: 0 success, 1 a
 problem with the request or the registry (message on stderr), 2 bad usage; ``drift`` exits 0
@@ -228,6 +229,15 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return EXIT_DRIFT if report["decision"] == RETRAIN else 0
 
 
+def cmd_append_batch(args: argparse.Namespace) -> int:
+    from fairtrain.monitoring.batches import append_batch
+
+    schema = load_params(args.params).dataset
+    rows = append_batch(schema.path, args.batch, schema)
+    _emit(args, {"dataset": schema.path, "rows": rows}, f"{schema.path}: {rows} rows")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairtrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -278,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     drift.add_argument("--html", type=Path, help="write the report as an HTML page here")
     # Drift needs no tracking store: it must not create mlflow.db where it runs.
     drift.set_defaults(run=None, local=cmd_drift)
+    append = commands.add_parser(
+        "append-batch", parents=[common], help="validate a batch and append it to dataset.path"
+    )
+    append.add_argument("batch", type=Path, help="CSV or Parquet file like dataset.path")
+    append.set_defaults(run=None, local=cmd_append_batch)
     return parser
 
 
