@@ -31,6 +31,7 @@ while [ $# -gt 0 ]; do
 done
 [ -z "$batch" ] || [ -f "$batch" ] || { echo "retrain.sh: batch $batch not found" >&2; exit 2; }
 mkdir -p "$out"
+rm -f "$out/decision.json" "$out/drift.json" "$out/drift.html" "$out/summary.md" "$out"/model_card.*
 say() { echo "retrain.sh: $*" >&2; }
 
 # 1. What the last run produced (reference statistics, splits, model) from the DVC remote. On a
@@ -85,38 +86,31 @@ else
 fi
 
 # 4. Publish: decision, drift report, model card.
+for card in reports/model_card.md reports/model_card.html; do
+  if [ -f "$card" ]; then cp "$card" "$out/"; fi
+done
 python - "$out" "$decision" "$reason" "$retrained" "$drift_status" "${batch:-}" <<'PY'
-import json, sys
+import json, os, sys
 out, decision, reason, retrained, drift_status, batch = sys.argv[1:]
-detail = {}
-try:
+record = {"decision": decision, "reason": reason, "retrained": retrained == "true",
+          "drift": drift_status, "batch": batch or None}
+lines = [f"## Retraining: {decision.replace('_', ' ')}", "", f"Reason: {reason}."]
+if os.path.exists(f"{out}/drift.json"):
     with open(f"{out}/drift.json") as handle:
         report = json.load(handle)
-    detail = {"drift_reason": report["reason"], "drifted_checks": report["drifted_checks"]}
-except FileNotFoundError:
-    pass
+    record.update(drift_reason=report["reason"], drifted_checks=report["drifted_checks"])
+    lines += ["", f"Drift check: {report['reason']}."]
+if os.path.exists(f"{out}/model_card.md"):
+    which = "new" if retrained == "true" else "current"
+    lines += ["", f"Model card of the {which} model: `model_card.html` in the artifact, Markdown below."]
 with open(f"{out}/decision.json", "w") as handle:
-    json.dump({"decision": decision, "reason": reason, "retrained": retrained == "true",
-               "drift": drift_status, "batch": batch or None, **detail}, handle, indent=2)
+    json.dump(record, handle, indent=2)
+with open(f"{out}/summary.md", "w") as handle:
+    handle.write("\n".join(lines) + "\n")
 PY
-for card in reports/model_card.md reports/model_card.html; do
-  [ -f "$card" ] && cp "$card" "$out/"
-done
-{
-  echo "## Retraining: ${decision/_/ }"
-  echo
-  echo "Reason: $reason."
-  if [ -f "$out/drift.json" ]; then
-    python -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"\nDrift check: {r[\"reason\"]}.")' "$out/drift.json"
-  fi
-  if [ -f "$out/model_card.md" ]; then
-    echo
-    if [ "$retrained" = true ]; then echo "Model card of the new model:"; else echo "Model card of the current model:"; fi
-  fi
-} > "$out/summary.md"
 if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
   cat "$out/summary.md" >> "$GITHUB_STEP_SUMMARY"
-  [ -f "$out/model_card.md" ] && { echo; cat "$out/model_card.md"; } >> "$GITHUB_STEP_SUMMARY"
+  if [ -f "$out/model_card.md" ]; then { echo; cat "$out/model_card.md"; } >> "$GITHUB_STEP_SUMMARY"; fi
 fi
 if [ -n "${GITHUB_OUTPUT:-}" ]; then
   { echo "decision=$decision"; echo "retrained=$retrained"; } >> "$GITHUB_OUTPUT"
