@@ -74,7 +74,7 @@ if [ "$drift_status" = drift ] || [ "$force" = true ]; then
   fi
   if [ "$commit" = true ] && git rev-parse --git-dir >/dev/null 2>&1; then
     # What `git checkout <commit> && dvc pull` needs to get this model back.
-    git add -A -- dvc.lock dvc.yaml params.yaml data metrics plots reports 2>/dev/null || true
+    git add -A -- dvc.lock dvc.yaml params.yaml data metrics plots reports models 2>/dev/null || true
     if ! git diff --cached --quiet; then
       git commit -q -m "Retrain: $reason${batch:+ (batch $(basename "$batch"))}"
       say "committed $(git rev-parse --short HEAD); push it to keep the lineage"

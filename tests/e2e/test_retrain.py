@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 
 from tests.browser import chromium_available, inspect_page
 from tests.e2e.test_dvc_repro import SAMPLE_ROWS, _run, _write_gz_csv, build_sample_repo
@@ -66,6 +67,11 @@ def project(tmp_path_factory, adult_raw) -> dict:
     origin = base / "origin"
     origin.mkdir()
     env = build_sample_repo(origin, adult_raw, extra=("scripts",))
+    # Retraining mechanics, not model quality: fewer bootstrap resamples and no baselines keep
+    # each of the two pipeline runs short.
+    params = yaml.safe_load((origin / "params.yaml").read_text())
+    params["evaluate"].update(bootstrap_resamples=100, baselines=False)
+    (origin / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for args in (["dvc", "repro"], ["git", "add", "-A"], ["git", "commit", "-qm", "first run"]):
         done = _run(args, origin, env)
         assert done.returncode == 0, done.stderr[-3000:]
