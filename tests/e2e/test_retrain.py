@@ -131,7 +131,7 @@ def test_batch_without_drift_skips_retraining(project, batches):
     assert not (project["base"] / "team.db").exists()  # nothing was logged
 
 
-def test_drifted_batch_retrains_pushes_and_publishes(project, batches, tmp_path):
+def test_drifted_batch_retrains_pushes_and_publishes(project, batches):
     clone, env = project["clone"], project["env"]
     head = _git(clone, env, "rev-parse", "HEAD")
     done, out = _retrain(project, "drifted", "--batch", str(batches["drifted"]))
@@ -166,7 +166,7 @@ def test_drifted_batch_retrains_pushes_and_publishes(project, batches, tmp_path)
     # Everything was pushed: another fresh clone pulls the new model.
     status = _run(["dvc", "status", "--cloud"], clone, env)
     assert "Cache and remote" in status.stdout and "are in sync" in status.stdout, status.stdout
-    again = tmp_path / "again"
+    again = project["base"] / "again"  # beside the others: the same default remote
     subprocess.run(["git", "clone", "-q", str(clone), str(again)], env=env, check=True)
     pulled = _run(["dvc", "pull"], again, env)
     assert pulled.returncode == 0, pulled.stderr[-3000:]
