@@ -429,7 +429,7 @@ def test_figures_go_to_their_sections_linked_in_markdown_and_embedded_in_html(
         params, recorded, tmp_path / "reports/model_card.md", figures_dir, registry
     )
     assert "![Title of roc.png](../plots/figures/roc.png)" in card
-    assert "*Figure: Title of attributions.png.* About attributions.png." in card
+    assert "*Title of attributions.png.* About attributions.png." in card
     sections = _sections(page)
     for name, section in (
         ("roc.png", "metrics"),

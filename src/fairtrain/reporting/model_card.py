@@ -144,7 +144,7 @@ def small_groups(fairness: dict) -> list[str]:
 
 def figure_markdown(figure: Figure, src: str) -> str:
     title = figure.title.replace("[", "(").replace("]", ")")
-    return f"![{title}]({src})\n\n*Figure: {figure.title}.* {figure.caption}"
+    return f"![{title}]({src})\n\n*{figure.title}.* {figure.caption}"
 
 
 def render_model_card(
