@@ -338,6 +338,30 @@ class TrackingConfig(_Section):
     experiment: str = Field("fairtrain", min_length=1)
 
 
+class DriftReferenceConfig(_Section):
+    """How the prepare stage summarises the training split for later drift checks."""
+
+    numeric_bins: int = Field(10, ge=2, le=100)
+    # KS needs the reference distribution itself: a seeded random sample of each numeric
+    # column's training values, at most this many (the whole column when smaller).
+    sample_size: int = Field(5000, ge=100)
+    seed: int = 42
+
+
+class DriftConfig(_Section):
+    """Thresholds of the drift check (``fairtrain drift``); a value above its threshold drifts."""
+
+    reference: DriftReferenceConfig = Field(default_factory=DriftReferenceConfig)
+    psi_threshold: float = Field(0.2, gt=0)
+    ks_threshold: float = Field(0.1, gt=0, le=1)
+    label_rate_threshold: float = Field(0.05, gt=0, le=1)
+    group_rate_threshold: float = Field(0.1, gt=0, le=1)
+    # Batch groups with fewer labelled rows than this are reported, not checked.
+    min_group_size: int = Field(200, ge=1)
+    # Retraining is advised when at least this many checks drift.
+    min_drifted_checks: int = Field(1, ge=1)
+
+
 class Params(_Section):
     dataset: DatasetConfig
     # Attribute `validation` (BaseModel has a `validate` method); the key stays `validate`.
@@ -351,6 +375,7 @@ class Params(_Section):
     registry: RegisterConfig = Field(alias="register")
     report: ReportConfig
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
     @model_validator(mode="after")
     def _cross_section_references(self) -> Params:

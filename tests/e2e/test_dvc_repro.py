@@ -35,11 +35,10 @@ def _write_gz_csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(handle, index=False)
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory, adult_raw) -> tuple[Path, dict]:
-    """A copy of the project with a 5,000-row sample, shrunk params, and its own git history."""
-    root = tmp_path_factory.mktemp("repo")
-    for name in COPIED:
+def build_sample_repo(root: Path, adult_raw: pd.DataFrame, extra: tuple[str, ...] = ()) -> dict:
+    """A copy of the project (plus ``extra`` paths) in ``root`` with a 5,000-row sample, shrunk
+    params and its own git history; returns the environment to run its commands in."""
+    for name in COPIED + extra:
         source = PROJECT_ROOT / name
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -77,7 +76,14 @@ def repo(tmp_path_factory, adult_raw) -> tuple[Path, dict]:
         ["git", "commit", "-qm", "sample"],
     ):
         subprocess.run(args, cwd=root, env=env, check=True)
+    return env
 
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, adult_raw) -> tuple[Path, dict]:
+    """A copy of the project with a 5,000-row sample, shrunk params, and its own git history."""
+    root = tmp_path_factory.mktemp("repo")
+    env = build_sample_repo(root, adult_raw)
     first = _run(["dvc", "repro"], root, env)
     assert first.returncode == 0, first.stderr[-3000:]
     return root, env

@@ -9,6 +9,7 @@ import pandas as pd
 
 from fairtrain.config import Params
 from fairtrain.data.preprocessing import fit_preprocessor, target_vector
+from fairtrain.data.reference_stats import reference_statistics
 from fairtrain.data.split import content_sha256, split_dataset
 from fairtrain.data.validation import add_group_columns
 from fairtrain.io import atomic_directory, file_sha256, write_json
@@ -19,7 +20,13 @@ SPLITS = ("train", "val", "test")
 PREPROCESSOR_FILE = "preprocessor.json"
 
 
-def prepare_stage(params: Params, validated_path: Path, output_dir: Path, stats_path: Path) -> dict:
+def prepare_stage(
+    params: Params,
+    validated_path: Path,
+    output_dir: Path,
+    stats_path: Path,
+    reference_path: Path | None = None,
+) -> dict:
     """Split, fit preprocessing on train only, and write the splits + preprocessing state."""
     # Binned sensitive features get their group labels in `<feature>_group` (DatasetConfig.group_columns).
     frame = add_group_columns(pd.read_parquet(validated_path), params.dataset)
@@ -56,5 +63,7 @@ def prepare_stage(params: Params, validated_path: Path, output_dir: Path, stats_
         },
     }
     write_json(stats_path, stats)
+    if reference_path is not None:  # what `fairtrain drift` compares new batches with
+        write_json(reference_path, reference_statistics(splits["train"], schema, params.drift.reference))
     log.info("split %s rows into %s; %d model features", len(frame), stats["rows"], preprocessor.n_features)
     return stats
