@@ -6,9 +6,12 @@
     fairtrain promote 4                make version 4 champion (gates must have passed)
     fairtrain promote --rollback       swap champion and previous-champion
     fairtrain predict rows.csv         score raw rows with the champion (or --model URI)
+    fairtrain drift --batch new.csv    compare a new batch with the training reference statistics
+    fairtrain append-batch new.csv     validate a batch and append it to dataset.path (for retraining)
 
 Every command takes ``--json`` for machine-readable output. Exit codes: 0 success, 1 a
-problem with the request or the registry (message on stderr), 2 bad usage.
+problem with the request or the registry (message on stderr), 2 bad usage; ``drift`` exits 0
+when no retraining is needed and 3 when the batch drifted enough to retrain.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ LINEAGE_TAGS = (
     "promotion",
 )
 COMPARED_PREFIXES = ("test_", "fairness/", "best_val_")
+EXIT_DRIFT = 3
 
 
 def _model_name(args: argparse.Namespace) -> str:
@@ -208,6 +212,32 @@ def cmd_predict(args: argparse.Namespace, client: MlflowClient) -> None:
         scored.to_csv(sys.stdout, index=False)
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    from fairtrain.monitoring.drift import RETRAIN
+    from fairtrain.monitoring.drift_report import run_drift_check
+
+    report = run_drift_check(load_params(args.params), args.batch, args.reference, args.report, args.html)
+    text = "\n".join(
+        [f"decision: {report['decision']} — {report['reason']}"]
+        + [
+            f"  DRIFT {c['kind']:<16} {c['column']:<32} {c['value']:.4f} > {c['threshold']}"
+            for c in report["checks"]
+            if c["drifted"]
+        ]
+    )
+    _emit(args, report, text)
+    return EXIT_DRIFT if report["decision"] == RETRAIN else 0
+
+
+def cmd_append_batch(args: argparse.Namespace) -> int:
+    from fairtrain.monitoring.batches import append_batch
+
+    schema = load_params(args.params).dataset
+    rows = append_batch(schema.path, args.batch, schema)
+    _emit(args, {"dataset": schema.path, "rows": rows}, f"{schema.path}: {rows} rows")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairtrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -244,12 +274,33 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", help="model URI (default: models:/<name>@champion)")
     predict.add_argument("--output", type=Path, help="write rows + predictions here (default: stdout)")
     predict.set_defaults(run=cmd_predict)
+    drift = commands.add_parser(
+        "drift", parents=[common], help="check a new batch for drift; exit 3 when retraining is advised"
+    )
+    drift.add_argument("--batch", type=Path, required=True, help="CSV or Parquet file like dataset.path")
+    drift.add_argument(
+        "--reference",
+        type=Path,
+        default=Path("data/reference_stats.json"),
+        help="reference statistics written by the prepare stage (default: %(default)s)",
+    )
+    drift.add_argument("--report", type=Path, help="write the report as JSON here")
+    drift.add_argument("--html", type=Path, help="write the report as an HTML page here")
+    # Drift needs no tracking store: it must not create mlflow.db where it runs.
+    drift.set_defaults(run=None, local=cmd_drift)
+    append = commands.add_parser(
+        "append-batch", parents=[common], help="validate a batch and append it to dataset.path"
+    )
+    append.add_argument("batch", type=Path, help="CSV or Parquet file like dataset.path")
+    append.set_defaults(run=None, local=cmd_append_batch)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.run is None:
+            return args.local(args)
         tracking.configure_client()
         args.run(args, MlflowClient())
     except FairtrainError as error:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fairtrain.errors import ConfigError
 
@@ -23,17 +23,103 @@ class _Section(BaseModel):
 class ColumnType(StrEnum):
     numeric = "numeric"
     categorical = "categorical"
+    boolean = "boolean"
+    datetime = "datetime"
+
+
+DatetimePart = Literal["year", "month", "day", "dayofweek", "dayofyear", "hour", "ordinal"]
+DEFAULT_TRUE = ["true", "1", "yes", "y", "t"]
+DEFAULT_FALSE = ["false", "0", "no", "n", "f"]
+DEFAULT_DERIVE = ["year", "month", "dayofweek", "ordinal"]
+# Suffix of the column that holds a binned sensitive feature's group labels in the splits.
+GROUP_SUFFIX = "_group"
+
+
+class ColumnSpec(_Section):
+    """One declared column. ``columns: {age: numeric}`` is short for ``{age: {type: numeric}}``.
+
+    numeric: optional ``min`` / ``max`` (inclusive). categorical: optional ``categories`` (the
+    allowed set). boolean: ``true_values`` / ``false_values`` (compared case-insensitively).
+    datetime: optional strptime ``format`` and the numeric features ``derive``d from it; an
+    empty ``derive`` drops the column from the model.
+    """
+
+    type: ColumnType
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = Field(None, min_length=1)
+    true_values: list[str] = Field(default_factory=lambda: list(DEFAULT_TRUE), min_length=1)
+    false_values: list[str] = Field(default_factory=lambda: list(DEFAULT_FALSE), min_length=1)
+    format: str | None = None
+    derive: list[DatetimePart] = Field(default_factory=lambda: list(DEFAULT_DERIVE))
+
+    @model_validator(mode="after")
+    def _options_fit_the_type(self) -> ColumnSpec:
+        problems = []
+        # Options that differ from their defaults (a dumped-and-reloaded spec sets them all).
+        defaults = {"min": None, "max": None, "categories": None, "format": None}
+        defaults |= {"true_values": DEFAULT_TRUE, "false_values": DEFAULT_FALSE}
+        defaults |= {"derive": DEFAULT_DERIVE}
+        given = {k for k in self.model_fields_set if k != "type" and getattr(self, k) != defaults[k]}
+        allowed = {
+            ColumnType.numeric: {"min", "max"},
+            ColumnType.categorical: {"categories"},
+            ColumnType.boolean: {"true_values", "false_values"},
+            ColumnType.datetime: {"format", "derive"},
+        }[self.type]
+        foreign = sorted(given - allowed - {"type"})
+        if foreign:
+            problems.append(f"options {foreign} do not apply to a {self.type.value} column")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            problems.append(f"min {self.min} is greater than max {self.max}")
+        true = {v.lower() for v in self.true_values}
+        if true & {v.lower() for v in self.false_values}:
+            problems.append("true_values and false_values overlap")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class BinSpec(_Section):
+    """Bins of a numeric sensitive feature: ``labels[i]`` covers ``[edges[i], edges[i+1])``
+    (the last bin also includes its upper edge)."""
+
+    edges: list[float] = Field(min_length=2)
+    labels: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _edges_and_labels_match(self) -> BinSpec:
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError(f"edges must increase strictly, got {self.edges}")
+        if len(self.labels) != len(self.edges) - 1:
+            raise ValueError(
+                f"{len(self.edges)} edges make {len(self.edges) - 1} bins "
+                f"but {len(self.labels)} labels are given"
+            )
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"bin labels must be distinct, got {self.labels}")
+        return self
 
 
 class DatasetConfig(_Section):
     path: str
     label: str
     positive_class: str
-    label_values: list[str] = Field(min_length=2, max_length=2)
+    label_values: list[str] = Field(min_length=2)
     sensitive_features: list[str] = Field(min_length=1)
+    # Numeric sensitive features are audited by these bins; the group labels are written to
+    # the column ``<feature>_group`` of every split (see ``group_column``).
+    bins: dict[str, BinSpec] = Field(default_factory=dict)
     missing_values: list[str] = Field(default_factory=list)
     drop: list[str] = Field(default_factory=list)
-    columns: dict[str, ColumnType] = Field(min_length=2)
+    columns: dict[str, ColumnSpec] = Field(min_length=2)
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _short_column_form(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"type": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
     @model_validator(mode="after")
     def _columns_are_consistent(self) -> DatasetConfig:
@@ -43,11 +129,17 @@ class DatasetConfig(_Section):
             ("label", [self.label]),
             ("sensitive_features", self.sensitive_features),
             ("drop", self.drop),
+            ("bins", list(self.bins)),
         ):
             unknown = [n for n in names if n not in declared]
             if unknown:
                 problems.append(f"{key} names columns not declared in dataset.columns: {unknown}")
-        if self.label in self.columns and self.columns[self.label] != ColumnType.categorical:
+        if len(self.label_values) != 2:
+            problems.append(
+                f"only binary classification is supported: label_values must list exactly two values, "
+                f"got {len(self.label_values)}: {self.label_values}"
+            )
+        if self.label in self.columns and self.columns[self.label].type != ColumnType.categorical:
             problems.append(f"label column {self.label!r} must be declared categorical")
         if len(set(self.label_values)) != len(self.label_values):
             problems.append(f"label_values must be two distinct values, got {self.label_values}")
@@ -56,8 +148,22 @@ class DatasetConfig(_Section):
                 f"positive_class {self.positive_class!r} is not one of label_values {self.label_values}"
             )
         for name in self.sensitive_features:
-            if name in self.columns and self.columns[name] != ColumnType.categorical:
-                problems.append(f"sensitive feature {name!r} must be declared categorical")
+            kind = self.columns[name].type if name in self.columns else None
+            if kind == ColumnType.numeric and name not in self.bins:
+                problems.append(
+                    f"sensitive feature {name!r} is numeric: declare its bins under dataset.bins.{name} "
+                    "(edges and labels)"
+                )
+            if kind == ColumnType.datetime:
+                problems.append(f"sensitive feature {name!r} may not be a datetime column")
+        for name in self.bins:
+            if name not in self.sensitive_features:
+                problems.append(f"dataset.bins.{name}: bins are only for sensitive features")
+            elif name in self.columns and self.columns[name].type != ColumnType.numeric:
+                problems.append(f"dataset.bins.{name}: only numeric sensitive features are binned")
+        clashes = [self.group_column(n) for n in self.bins if self.group_column(n) in declared]
+        if clashes:
+            problems.append(f"group columns {clashes} would overwrite declared columns; rename them")
         if self.label in self.drop or set(self.sensitive_features) & set(self.drop):
             problems.append("drop may not name the label or a sensitive feature")
         if not self.feature_columns:
@@ -67,21 +173,65 @@ class DatasetConfig(_Section):
         return self
 
     @property
+    def column_types(self) -> dict[str, ColumnType]:
+        return {name: spec.type for name, spec in self.columns.items()}
+
+    @property
     def feature_columns(self) -> list[str]:
-        """Model inputs: declared columns minus the label and dropped columns, in file order."""
-        return [c for c in self.columns if c != self.label and c not in self.drop]
+        """Model inputs: declared columns minus the label, dropped columns and datetimes that
+        derive nothing, in file order."""
+        return [
+            c
+            for c, spec in self.columns.items()
+            if c != self.label
+            and c not in self.drop
+            and not (spec.type == ColumnType.datetime and not spec.derive)
+        ]
+
+    def _features_of(self, kind: ColumnType) -> list[str]:
+        return [c for c in self.feature_columns if self.columns[c].type == kind]
 
     @property
     def numeric_features(self) -> list[str]:
-        return [c for c in self.feature_columns if self.columns[c] == ColumnType.numeric]
+        return self._features_of(ColumnType.numeric)
 
     @property
     def categorical_features(self) -> list[str]:
-        return [c for c in self.feature_columns if self.columns[c] == ColumnType.categorical]
+        return self._features_of(ColumnType.categorical)
+
+    @property
+    def boolean_features(self) -> list[str]:
+        return self._features_of(ColumnType.boolean)
+
+    @property
+    def datetime_features(self) -> list[str]:
+        return self._features_of(ColumnType.datetime)
+
+    @staticmethod
+    def group_column(feature: str) -> str:
+        """The split column holding a binned sensitive feature's group labels."""
+        return f"{feature}{GROUP_SUFFIX}"
+
+    @property
+    def group_columns(self) -> list[str]:
+        """Per sensitive feature, the column of the splits that holds its group labels: the
+        feature itself, or ``<feature>_group`` when the feature is numeric and binned. This is
+        what splits, augmentation and the fairness audit group by."""
+        return [self.group_column(f) if f in self.bins else f for f in self.sensitive_features]
 
     @property
     def negative_class(self) -> str:
         return next(v for v in self.label_values if v != self.positive_class)
+
+
+class ValidateConfig(_Section):
+    # Share of missing values in a column above which validation warns (never fails).
+    missing_warning_share: float = Field(0.05, ge=0, le=1)
+    # A sensitive group with fewer rows than this cannot be audited: error or warning.
+    min_group_rows: int = Field(20, ge=1)
+    small_group: Literal["error", "warn"] = "error"
+    # Rows read and checked at a time: bounds memory on large files.
+    chunk_rows: int = Field(500_000, ge=1)
 
 
 class PrepareConfig(_Section):
@@ -90,6 +240,8 @@ class PrepareConfig(_Section):
     val_size: float = Field(0.1, gt=0, lt=1)
     log_transform: list[str] = Field(default_factory=list)
     min_category_count: int = Field(5, ge=1)
+    # A sensitive group missing from train, val or test after splitting: error or warning.
+    unsplittable_group: Literal["error", "warn"] = "error"
 
     @model_validator(mode="after")
     def _splits_leave_training_rows(self) -> PrepareConfig:
@@ -99,8 +251,22 @@ class PrepareConfig(_Section):
 
 
 class AugmentConfig(_Section):
+    """Training-split augmentation, applied in this order: group-aware resampling, class
+    rebalancing, Gaussian noise."""
+
     seed: int = 42
+    # Class rebalancing up to minority/majority = minority_ratio (0 = off): duplicate random
+    # minority rows, or synthesise them by SMOTE-NC interpolation.
+    rebalance: Literal["random", "smote"] = "random"
     minority_ratio: float = Field(0.0, ge=0, le=1)
+    smote_neighbors: int = Field(5, ge=1)
+    # Group-aware resampling over one sensitive feature (default: the first): "label_rate"
+    # adds rows so every group has the overall positive rate, "count" so every group has as
+    # many rows as the largest one.
+    group_balance: Literal["none", "label_rate", "count"] = "none"
+    group_feature: str | None = None
+    # Gaussian noise on numeric features of every training row: noise_std x column std.
+    noise_std: float = Field(0.0, ge=0)
 
 
 class TrainConfig(_Section):
@@ -221,8 +387,34 @@ class TrackingConfig(_Section):
     experiment: str = Field("fairtrain", min_length=1)
 
 
+class DriftReferenceConfig(_Section):
+    """How the prepare stage summarises the training split for later drift checks."""
+
+    numeric_bins: int = Field(10, ge=2, le=100)
+    # KS needs the reference distribution itself: a seeded random sample of each numeric
+    # column's training values, at most this many (the whole column when smaller).
+    sample_size: int = Field(5000, ge=100)
+    seed: int = 42
+
+
+class DriftConfig(_Section):
+    """Thresholds of the drift check (``fairtrain drift``); a value above its threshold drifts."""
+
+    reference: DriftReferenceConfig = Field(default_factory=DriftReferenceConfig)
+    psi_threshold: float = Field(0.2, gt=0)
+    ks_threshold: float = Field(0.1, gt=0, le=1)
+    label_rate_threshold: float = Field(0.05, gt=0, le=1)
+    group_rate_threshold: float = Field(0.1, gt=0, le=1)
+    # Batch groups with fewer labelled rows than this are reported, not checked.
+    min_group_size: int = Field(200, ge=1)
+    # Retraining is advised when at least this many checks drift.
+    min_drifted_checks: int = Field(1, ge=1)
+
+
 class Params(_Section):
     dataset: DatasetConfig
+    # Attribute `validation` (BaseModel has a `validate` method); the key stays `validate`.
+    validation: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -232,12 +424,16 @@ class Params(_Section):
     registry: RegisterConfig = Field(alias="register")
     report: ReportConfig
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
     @model_validator(mode="after")
     def _cross_section_references(self) -> Params:
         unknown = [c for c in self.prepare.log_transform if c not in self.dataset.numeric_features]
         if unknown:
             raise ValueError(f"prepare.log_transform names columns that are not numeric features: {unknown}")
+        feature = self.augment.group_feature
+        if feature is not None and feature not in self.dataset.sensitive_features:
+            raise ValueError(f"augment.group_feature {feature!r} is not one of dataset.sensitive_features")
         mitigated = self.evaluate.mitigation.sensitive_feature
         if mitigated is not None and mitigated not in self.dataset.sensitive_features:
             raise ValueError(

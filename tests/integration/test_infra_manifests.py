@@ -465,3 +465,103 @@ def test_pipeline_through_basic_auth_as_documented(
         if mlflow.active_run():
             mlflow.end_run()
         mlflow.set_tracking_uri(None)
+
+
+# --- the Ray cluster (`ray up`) and the KubeRay RayJob -----------------------------------
+
+RAY_CLUSTER = PROJECT_ROOT / "infra/ray/cluster.yaml"
+RAYJOB = PROJECT_ROOT / "infra/kuberay/rayjob.yaml"
+RAYJOB_SCHEMA = PROJECT_ROOT / "infra/kuberay/rayjob.schema.json"
+KUBERNETES_VERSION = "1.33.0"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> dict:
+    return yaml.safe_load(RAY_CLUSTER.read_text())
+
+
+@pytest.fixture(scope="module")
+def rayjob() -> dict:
+    return yaml.safe_load(RAYJOB.read_text())
+
+
+def _ray_schema() -> dict:
+    import ray.autoscaler
+
+    return json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+
+
+def test_ray_cluster_config_matches_the_installed_rays_schema(ray_cluster):
+    import jsonschema
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    jsonschema.validate(ray_cluster, _ray_schema())
+    # What `ray up` does before launching anything: merge the provider's defaults, then check.
+    validate_config(prepare_config(ray_cluster))
+
+
+def test_ray_schema_check_catches_a_typo(ray_cluster):
+    import jsonschema
+
+    with pytest.raises(jsonschema.ValidationError, match="max_worker"):
+        jsonschema.validate({**ray_cluster, "max_worker": 3}, _ray_schema())
+
+
+def test_ray_cluster_matches_the_project(ray_cluster):
+    import ray
+
+    assert ray_cluster["docker"]["image"].startswith(f"rayproject/ray:{ray.__version__}-py311")
+    gpu = ray_cluster["available_node_types"]["gpu_worker"]
+    assert gpu["node_config"]["InstanceType"].startswith(("g", "p"))  # a GPU instance family
+    setup = "\n".join(ray_cluster["setup_commands"])
+    assert "-c ~/fairtrain/requirements.lock" in setup and "torch==2.13.0" in setup
+    assert "FAIRTRAIN_RAY_STORAGE=" in setup  # multi-node checkpoints need shared storage
+    head = " ".join(ray_cluster["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head  # reached through `ray dashboard`, not exposed
+
+
+def test_rayjob_matches_its_schema_and_the_schema_catches_typos(rayjob):
+    import jsonschema
+
+    schema = json.loads(RAYJOB_SCHEMA.read_text())
+    jsonschema.validate(rayjob, schema)
+    typo = json.loads(json.dumps(rayjob))
+    typo["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replica"] = 2
+    with pytest.raises(jsonschema.ValidationError, match="replica"):
+        jsonschema.validate(typo, schema)
+
+
+def test_rayjob_pod_templates_are_valid_kubernetes(rayjob):
+    import kubernetes_validate
+
+    spec = rayjob["spec"]["rayClusterSpec"]
+    templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    for template in templates:
+        wrapped = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}
+        kubernetes_validate.validate(wrapped, KUBERNETES_VERSION, strict=True)
+    broken = json.loads(json.dumps(templates[1]))
+    broken["spec"]["containers"][0]["resources"]["limit"] = {"cpu": "1"}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": broken},
+            KUBERNETES_VERSION,
+            strict=True,
+        )
+
+
+def test_rayjob_trains_on_gpus_with_secrets_from_the_cluster(rayjob):
+    import ray
+
+    spec = rayjob["spec"]
+    assert "dvc repro train" in spec["entrypoint"] and "dvc push" in spec["entrypoint"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    cluster = spec["rayClusterSpec"]
+    assert cluster["rayVersion"] == ray.__version__
+    workers = cluster["workerGroupSpecs"][0]
+    container = workers["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert workers["replicas"] >= 1
+    # Credentials only by reference to Kubernetes secrets, never inline.
+    env_names = {e["name"] for e in container["env"]}
+    assert not env_names & {"MLFLOW_TRACKING_PASSWORD", "AWS_SECRET_ACCESS_KEY"}
+    assert {s["secretRef"]["name"] for s in container["envFrom"]} == {"fairtrain-mlflow", "fairtrain-storage"}

@@ -41,6 +41,8 @@ RAW_PARAMS = {
             LABEL: "categorical",
         },
     },
+    # Eight rows: every group is "small"; the group-size check has its own tests.
+    "validate": {"min_group_rows": 1},
     "prepare": {
         "seed": 42,
         "test_size": 0.2,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from fairtrain.config import AugmentConfig
-from fairtrain.data.augmentation import group_counts, oversample_minority
+from fairtrain.data.augmentation import (
+    add_gaussian_noise,
+    augment_training,
+    balance_groups,
+    group_counts,
+    oversample_minority,
+    smote_minority,
+)
 
 
 @pytest.fixture
@@ -106,3 +114,110 @@ def test_group_counts_keep_missing_groups(train):
     frame.loc[0, "sex"] = None
     rows = group_counts(frame, "y", ["sex"])
     assert sum(r["rows"] for r in rows) == len(frame)
+
+
+# ---- SMOTE, group-aware resampling and noise on a declared schema -----------------------------
+
+
+@pytest.fixture
+def schema_params():
+    from fairtrain.config import params_from_dict
+    from tests.unit.conftest import RAW_PARAMS
+
+    raw = {
+        **RAW_PARAMS,
+        "dataset": {**RAW_PARAMS["dataset"], "label_values": ["neg", "pos"], "positive_class": "pos"},
+    }
+    raw["dataset"]["label"] = "y"
+    raw["dataset"]["columns"] = {
+        "age": {"type": "numeric", "min": 0, "max": 100},
+        "hours": "numeric",
+        "member": "boolean",
+        "sex": "categorical",
+        "y": "categorical",
+    }
+    raw["dataset"].update(sensitive_features=["sex"], drop=[], missing_values=[])
+    raw["prepare"] = {**raw["prepare"], "log_transform": []}
+    return lambda **augment: params_from_dict({**raw, "augment": {"seed": 0, **augment}})
+
+
+@pytest.fixture
+def typed_train() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    n = 200
+    sex = np.array(["Male"] * 140 + ["Female"] * 60)
+    # Men: 40% positive; women: 10% positive.
+    y = np.where(rng.random(n) < np.where(sex == "Male", 0.4, 0.1), "pos", "neg")
+    return pd.DataFrame(
+        {
+            "age": rng.integers(20, 70, n).astype(float),
+            "hours": rng.normal(40, 5, n),
+            "member": pd.array(rng.random(n) < 0.5, dtype="boolean"),
+            "sex": pd.array(sex, dtype="string"),
+            "y": pd.array(y, dtype="string"),
+        }
+    )
+
+
+def test_smote_synthesises_new_minority_rows_between_neighbours(schema_params, typed_train):
+    params = schema_params(rebalance="smote", minority_ratio=1.0)
+    out = smote_minority(typed_train, params.dataset, params.augment)
+    counts = out["y"].value_counts()
+    assert counts["pos"] == counts["neg"] == (typed_train["y"] == "neg").sum()
+    positives = typed_train[typed_train["y"] == "pos"]
+    new = out[out["y"] == "pos"].merge(positives, how="left", indicator=True)
+    synthetic = new[new["_merge"] == "left_only"]
+    assert len(synthetic) > 0  # not copies: interpolated values
+    assert synthetic["age"].between(positives["age"].min(), positives["age"].max()).all()
+    assert set(synthetic["sex"]) <= {"Male", "Female"} and synthetic["member"].notna().all()
+    pd.testing.assert_frame_equal(out, smote_minority(typed_train, params.dataset, params.augment))
+
+
+def test_group_balance_label_rate_equalises_positive_rates(schema_params, typed_train):
+    params = schema_params(group_balance="label_rate")
+    out = balance_groups(typed_train, params.dataset, params.augment)
+    rates = out.groupby("sex")["y"].apply(lambda s: (s == "pos").mean())
+    before = typed_train.groupby("sex")["y"].apply(lambda s: (s == "pos").mean())
+    overall = (typed_train["y"] == "pos").mean()
+    assert abs(before["Male"] - before["Female"]) > 0.15
+    assert rates["Male"] == pytest.approx(overall, abs=0.01)
+    assert rates["Female"] == pytest.approx(overall, abs=0.01)
+    assert len(out) > len(typed_train)
+
+
+def test_group_balance_count_equalises_group_sizes(schema_params, typed_train):
+    params = schema_params(group_balance="count")
+    out = balance_groups(typed_train, params.dataset, params.augment)
+    assert out["sex"].value_counts().to_dict() == {"Male": 140, "Female": 140}
+    female_rate = (typed_train.loc[typed_train["sex"] == "Female", "y"] == "pos").mean()
+    new_female_rate = (out.loc[out["sex"] == "Female", "y"] == "pos").mean()
+    assert new_female_rate == pytest.approx(female_rate, abs=0.06)  # label mix kept
+
+
+def test_gaussian_noise_changes_numerics_only_within_range(schema_params, typed_train):
+    params = schema_params(noise_std=0.5)
+    out = add_gaussian_noise(typed_train, params.dataset, params.augment)
+    diff = out["hours"] - typed_train["hours"]
+    assert diff.std() == pytest.approx(0.5 * typed_train["hours"].std(), rel=0.25)
+    assert out["age"].between(0, 100).all() and (out["age"] != typed_train["age"]).any()
+    pd.testing.assert_series_equal(out["sex"], typed_train["sex"])  # sensitive and categorical untouched
+    pd.testing.assert_series_equal(out["y"], typed_train["y"])
+
+
+def test_sensitive_numeric_features_get_no_noise(schema_params, typed_train):
+    params = schema_params(noise_std=0.5)
+    raw = params.model_dump(mode="json", by_alias=True)
+    raw["dataset"]["sensitive_features"] = ["sex", "age"]
+    raw["dataset"]["bins"] = {"age": {"edges": [0, 40, 101], "labels": ["young", "old"]}}
+    from fairtrain.config import params_from_dict
+
+    params = params_from_dict(raw)
+    out = add_gaussian_noise(typed_train, params.dataset, params.augment)
+    pd.testing.assert_series_equal(out["age"], typed_train["age"])
+
+
+def test_augment_training_reports_each_step(schema_params, typed_train):
+    params = schema_params(group_balance="count", minority_ratio=1.0, rebalance="random", noise_std=0.1)
+    out, steps = augment_training(typed_train, params.dataset, params.augment)
+    assert [s["step"] for s in steps] == ["group_balance", "rebalance_random", "gaussian_noise"]
+    assert steps[0]["rows_before"] == 200 and steps[-1]["rows_after"] == len(out)

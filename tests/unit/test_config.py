@@ -16,7 +16,7 @@ def test_real_params_yaml_loads():
     params = load_params(REPO_ROOT / "params.yaml")
     assert params.dataset.label == "income-per-year"
     assert params.dataset.positive_class in params.dataset.label_values
-    assert params.dataset.columns["age"] is ColumnType.numeric
+    assert params.dataset.columns["age"].type is ColumnType.numeric
     assert params.dataset.label not in params.dataset.feature_columns
     assert set(params.prepare.log_transform) <= set(params.dataset.numeric_features)
     assert params.registry.model_name

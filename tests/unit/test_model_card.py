@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 import fairtrain.reporting.model_card as model_card
-from fairtrain.reporting.model_card import disparity_findings, render_model_card, small_groups
+from fairtrain.errors import FairtrainError
+from fairtrain.reporting.model_card import (
+    disparity_findings,
+    load_figures,
+    render_model_card,
+    render_model_card_files,
+    small_groups,
+)
 from fairtrain.stages.report_stage import RECORDED
+from tests.browser import inspect_page
 
 TEMPLATE = Path(model_card.__file__).parent / "templates" / "model_card.md.j2"
 
@@ -355,3 +366,151 @@ def test_intervals_threshold_rule_and_baselines_are_reported(card):
     # The stronger baseline is called out, not buried in the table.
     assert "hist gradient boosting baseline reaches a higher test ROC-AUC (0.9302)" in card
     assert "no intervals were computed" not in card
+
+
+# --- figures, registry context and the HTML card ----------------------------------------------
+
+
+def _png(path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(3, 2), dpi=50)
+    axes.bar(["Female", "Male"], [0.11, 0.32])
+    axes.set_title(title)
+    figure.savefig(path, format="png")
+    plt.close(figure)
+
+
+@pytest.fixture
+def figures_dir(tmp_path) -> Path:
+    """What evaluate writes: PNGs and an index naming each one's section."""
+    folder = tmp_path / "plots/figures"
+    folder.mkdir(parents=True)
+    entries = []
+    for name, section in (
+        ("roc.png", "metrics"),
+        ("selection_rate_sex.png", "quantitative_analyses"),
+        ("attributions.png", "model_examination"),
+    ):
+        _png(folder / name, name)
+        entries.append(
+            {"file": name, "title": f"Title of {name}", "section": section, "caption": f"About {name}."}
+        )
+    (folder / "index.json").write_text(json.dumps(entries))
+    return folder
+
+
+@pytest.fixture
+def registry() -> dict:
+    return {
+        "lineage": {
+            "created": "2026-01-02 03:04 UTC",
+            "tags": {"git_commit": "abc123", "data_sha256": "d" * 64, "version.torch": "2.13.0"},
+        },
+        "comparison": {
+            "previous_version": "2",
+            "previous_run_id": "fedcba",
+            "rows": [{"metric": "test_roc_auc", "this": 0.9128, "previous": 0.9130, "difference": -0.0002}],
+        },
+    }
+
+
+def _sections(page: str) -> dict[str, str]:
+    return dict(re.findall(r'<section id="([^"]+)">\n(.*?)</section>', page, flags=re.S))
+
+
+def test_figures_go_to_their_sections_linked_in_markdown_and_embedded_in_html(
+    params, recorded, figures_dir, registry, tmp_path
+):
+    card, page = render_model_card_files(
+        params, recorded, tmp_path / "reports/model_card.md", figures_dir, registry
+    )
+    assert "![Title of roc.png](../plots/figures/roc.png)" in card
+    assert "*Title of attributions.png.* About attributions.png." in card
+    sections = _sections(page)
+    for name, section in (
+        ("roc.png", "metrics"),
+        ("selection_rate_sex.png", "quantitative-analyses"),
+        ("attributions.png", "model-examination"),
+    ):
+        embedded = base64.b64encode((figures_dir / name).read_bytes()).decode()
+        assert f'src="data:image/png;base64,{embedded}"' in sections[section], name
+    assert "../plots/figures" not in page
+
+
+def test_html_is_self_contained_with_every_section_filled(params, recorded, registry, tmp_path):
+    recorded["fairness"]["race"]["groups"]["<script>alert(1)</script>"] = _group(3, 0.0, None, 0.0, 1.0)
+    _, page = render_model_card_files(params, recorded, tmp_path / "card.md", None, registry)
+    sections = _sections(page)
+    assert len(sections) >= 12
+    for anchor, body in sections.items():
+        text = re.sub(r"<[^>]+>", "", body.split("</h2>", 1)[1]).strip()
+        assert text, f"section {anchor} is empty"
+    assert "<script>" not in page and "&lt;script&gt;" in page  # data never becomes markup
+    assert "default-src 'none'; img-src data:" in page
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert "<title>Model card: " in page and "<nav>" in page
+
+
+def test_lineage_comparison_and_label_balance(params, recorded, registry):
+    recorded["augment"]["cells_before"] = [
+        {"feature": "sex", "group": "Female", "label": "<=50K", "rows": 90},
+        {"feature": "sex", "group": "Female", "label": ">50K", "rows": 10},
+    ]
+    recorded["augment"]["cells_after"] = [
+        {"feature": "sex", "group": "Female", "label": "<=50K", "rows": 90},
+        {"feature": "sex", "group": "Female", "label": ">50K", "rows": 30},
+    ]
+    card = render_model_card(params, recorded, registry=registry)
+    assert "| git_commit | `abc123` |" in card and "| registered | 2026-01-02 03:04 UTC |" in card
+    assert "(v2, run `fedcba`)" in card
+    assert "| test_roc_auc | 0.9128 | 0.9130 | -0.0002 |" in card
+    assert "| sex | Female | 100 | 10.0% | 120 | 25.0% |" in card
+
+
+def test_without_a_previous_champion_the_card_says_so(params, recorded):
+    card = render_model_card(
+        params, recorded, registry={"comparison": {"previous_version": None, "rows": []}}
+    )
+    assert "There was no champion to compare with" in card
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"file": "../secret.png", "title": "t", "section": "metrics", "caption": "c"}, "file name inside"),
+        ({"file": "a.png", "title": "t", "section": "appendix", "caption": "c"}, "is not one of"),
+        ({"file": "gone.png", "title": "t", "section": "metrics", "caption": "c"}, "does not exist"),
+        ({"file": "fake.png", "title": "t", "section": "metrics", "caption": "c"}, "is not a PNG"),
+        ({"file": "a.png", "title": "t", "section": "metrics"}, "string fields"),
+    ],
+)
+def test_bad_figure_index_entries_are_named(figures_dir, entry, message):
+    (figures_dir / "fake.png").write_text("not an image")
+    shutil.copy(figures_dir / "roc.png", figures_dir / "a.png")
+    (figures_dir / "index.json").write_text(json.dumps([entry]))
+    with pytest.raises(FairtrainError, match=message):
+        load_figures(figures_dir)
+
+
+def test_no_figures_folder_means_no_figures(tmp_path):
+    assert load_figures(tmp_path / "absent") == [] and load_figures(None) == []
+
+
+@pytest.mark.slow
+def test_html_card_in_headless_chromium(params, recorded, figures_dir, registry, tmp_path):
+    _, page = render_model_card_files(params, recorded, tmp_path / "card.md", figures_dir, registry)
+    path = tmp_path / "model_card.html"
+    path.write_text(page, encoding="utf-8")
+    seen = inspect_page(path)
+    assert seen["title"] == f"Model card: {params.report.model_name}"
+    assert len(seen["images"]) == 3
+    for image in seen["images"]:
+        assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
+    assert len(seen["sections"]) >= 12
+    empty = [s["heading"] for s in seen["sections"] if s["body"] == 0]
+    assert not empty, f"empty sections: {empty}"
+    assert seen["external"] == []

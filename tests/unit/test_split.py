@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from fairtrain.config import PrepareConfig
-from fairtrain.data.split import split_dataset
+from fairtrain.data.split import content_sha256, split_dataset
+from fairtrain.errors import DataValidationError
 
 
 @pytest.fixture
@@ -73,3 +74,53 @@ def test_different_seed_gives_different_splits(table):
     second = _ids(split_dataset(table, "y", PrepareConfig(seed=6)))
     assert first["test"] != second["test"]
     assert first["val"] != second["val"]
+
+
+def _grouped_table(n: int = 300, rare_rows: int = 12) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    group = np.array(["a"] * (n - rare_rows) + ["rare"] * rare_rows)
+    return pd.DataFrame(
+        {"row_id": np.arange(n), "g": group, "x": rng.normal(size=n), "y": rng.choice(["p", "n"], n)}
+    )
+
+
+def test_a_small_group_lands_in_every_split():
+    splits = split_dataset(_grouped_table(), "y", PrepareConfig(seed=0), ["g"])
+    assert all("rare" in set(part["g"]) for part in splits.values())
+
+
+@pytest.mark.parametrize("policy", ["error", "warn"])
+def test_a_group_that_cannot_be_split_is_an_error_or_a_warning(policy, caplog):
+    table = _grouped_table(rare_rows=2)  # two rows cannot cover three splits
+    params = PrepareConfig(seed=0, unsplittable_group=policy)
+    if policy == "error":
+        with pytest.raises(DataValidationError, match=r"g: group\(s\) \['rare'\] have no rows in the"):
+            split_dataset(table, "y", params, ["g"])
+    else:
+        splits = split_dataset(table, "y", params, ["g"])
+        assert sum(len(p) for p in splits.values()) == len(table)
+        assert "'rare'" in caplog.text and "unsplittable_group" in caplog.text
+
+
+def test_content_hash_depends_on_rows_and_order(table):
+    assert content_sha256(table) == content_sha256(table.copy())
+    assert content_sha256(table) != content_sha256(table.iloc[::-1].reset_index(drop=True))
+    changed = table.copy()
+    changed.loc[5, "x"] += 1e-9
+    assert content_sha256(table) != content_sha256(changed)
+
+
+def test_same_input_gives_byte_identical_split_files(tmp_path, params, cleaned_train):
+    from fairtrain.stages.prepare_stage import prepare_stage
+
+    validated = tmp_path / "validated.parquet"
+    pd.concat([cleaned_train] * 5, ignore_index=True).to_parquet(validated, index=False)
+    first = prepare_stage(params, validated, tmp_path / "a", tmp_path / "a.json")
+    second = prepare_stage(params, validated, tmp_path / "b", tmp_path / "b.json")
+    for name in ("train", "val", "test"):
+        assert (tmp_path / "a" / f"{name}.parquet").read_bytes() == (
+            tmp_path / "b" / f"{name}.parquet"
+        ).read_bytes()
+    assert first["content_sha256"] == second["content_sha256"]
+    assert first["file_sha256"] == second["file_sha256"]
+    assert set(first["content_sha256"]) == {"input", "train", "val", "test"}

@@ -19,7 +19,7 @@ def _by_check(problems, check, column=None):
 
 
 def test_clean_table_passes_with_only_the_missing_share_warning(raw_frame, params):
-    report = validate_table(raw_frame, params.dataset, source="tiny.csv")
+    report = validate_table(raw_frame, params.dataset, settings=params.validation, source="tiny.csv")
     assert report.passed, report.summary()
     assert report.errors == []
     assert report.rows == 8
@@ -34,7 +34,9 @@ def test_non_numeric_value_names_column_value_and_file_line(write_csv, raw_rows,
     rows = raw_rows
     rows[3][0] = "fifty-three"  # data row 3 → line 5 (header is line 1)
     path = write_csv(rows)
-    report = validate_table(read_raw_table(path), params.dataset, source=str(path))
+    report = validate_table(
+        read_raw_table(path), params.dataset, settings=params.validation, source=str(path)
+    )
     assert not report.passed
     problem = _by_check(report.errors, "type", "age")
     assert problem.count == 1
@@ -52,14 +54,14 @@ def test_numeric_check_accepts_padding_and_missing_markers(raw_frame, params):
     frame = raw_frame.copy()
     frame.loc[0, "age"] = " 39 "
     frame.loc[1, "hours-per-week"] = "?"
-    report = validate_table(frame, params.dataset, source="t")
+    report = validate_table(frame, params.dataset, settings=params.validation, source="t")
     assert [p for p in report.errors if p.check == "type"] == []
 
 
 def test_many_bad_values_are_counted_with_at_most_five_examples(raw_rows, params):
     frame = pd.DataFrame([raw_rows[0]] * 4 + [raw_rows[-1]] * 4, columns=list(params.dataset.columns))
     frame["age"] = ["x1", "x2", "x3", "x4", "x5", "x6", "x6", "1"]
-    report = validate_table(frame, params.dataset, source="t")
+    report = validate_table(frame, params.dataset, settings=params.validation, source="t")
     problem = _by_check(report.errors, "type", "age")
     assert problem.count == 7
     assert problem.examples == ["x1", "x2", "x3", "x4", "x5"]
@@ -67,7 +69,9 @@ def test_many_bad_values_are_counted_with_at_most_five_examples(raw_rows, params
 
 
 def test_missing_declared_columns(raw_frame, params):
-    report = validate_table(raw_frame.drop(columns=["race", "age"]), params.dataset, source="t")
+    report = validate_table(
+        raw_frame.drop(columns=["race", "age"]), params.dataset, settings=params.validation, source="t"
+    )
     problem = _by_check(report.errors, "missing_columns")
     assert "'age'" in problem.message
     assert "'race'" in problem.message
@@ -75,7 +79,9 @@ def test_missing_declared_columns(raw_frame, params):
 
 
 def test_unexpected_undeclared_columns(raw_frame, params):
-    report = validate_table(raw_frame.assign(zipcode="12345"), params.dataset, source="t")
+    report = validate_table(
+        raw_frame.assign(zipcode="12345"), params.dataset, settings=params.validation, source="t"
+    )
     problem = _by_check(report.errors, "unexpected_columns")
     assert "'zipcode'" in problem.message
     assert problem.count == 1
@@ -84,7 +90,7 @@ def test_unexpected_undeclared_columns(raw_frame, params):
 def test_label_values_outside_label_values(raw_frame, params):
     frame = raw_frame.copy()
     frame.loc[2, LABEL] = ">50K."
-    report = validate_table(frame, params.dataset, source="t")
+    report = validate_table(frame, params.dataset, settings=params.validation, source="t")
     problem = _by_check(report.errors, "label_values", LABEL)
     assert problem.examples == [">50K."]
     assert problem.lines == [4]
@@ -94,12 +100,12 @@ def test_label_values_outside_label_values(raw_frame, params):
 def test_padded_label_values_are_accepted(raw_frame, params):
     frame = raw_frame.copy()
     frame[LABEL] = " " + frame[LABEL]
-    assert validate_table(frame, params.dataset, source="t").passed
+    assert validate_table(frame, params.dataset, settings=params.validation, source="t").passed
 
 
 def test_single_class_label(raw_frame, params):
     frame = raw_frame.assign(**{LABEL: NEGATIVE})
-    report = validate_table(frame, params.dataset, source="t")
+    report = validate_table(frame, params.dataset, settings=params.validation, source="t")
     problem = _by_check(report.errors, "single_class", LABEL)
     assert NEGATIVE in problem.message
 
@@ -107,7 +113,7 @@ def test_single_class_label(raw_frame, params):
 def test_missing_label_is_an_error(raw_frame, params):
     frame = raw_frame.copy()
     frame.loc[4, LABEL] = "?"
-    report = validate_table(frame, params.dataset, source="t")
+    report = validate_table(frame, params.dataset, settings=params.validation, source="t")
     problem = _by_check(report.errors, "missing", LABEL)
     assert problem.lines == [6]
 
@@ -115,7 +121,7 @@ def test_missing_label_is_an_error(raw_frame, params):
 def test_missing_sensitive_feature_is_an_error(raw_frame, params):
     frame = raw_frame.copy()
     frame.loc[6, "sex"] = "?"
-    report = validate_table(frame, params.dataset, source="t")
+    report = validate_table(frame, params.dataset, settings=params.validation, source="t")
     assert not report.passed
     problem = _by_check(report.errors, "missing", "sex")
     assert problem.count == 1
@@ -130,7 +136,7 @@ def test_missing_share_above_five_percent_is_a_warning_not_an_error(raw_rows, pa
     frame["workclass"] = "Private"
     frame.loc[[3, 17], "workclass"] = "?"
     frame.loc[[9], "hours-per-week"] = "?"
-    report = validate_table(frame, params.dataset, source="t")
+    report = validate_table(frame, params.dataset, settings=params.validation, source="t")
     assert report.passed, report.summary()
     warning = _by_check(report.warnings, "missing_share", "workclass")
     assert warning.count == 2
@@ -139,7 +145,7 @@ def test_missing_share_above_five_percent_is_a_warning_not_an_error(raw_rows, pa
 
 def test_missing_values_in_dropped_columns_are_not_warned_about(raw_frame, params):
     frame = raw_frame.assign(fnlwgt="?")
-    report = validate_table(frame, params.dataset, source="t")
+    report = validate_table(frame, params.dataset, settings=params.validation, source="t")
     assert report.passed
     assert not [w for w in report.warnings if w.column == "fnlwgt"]
 
@@ -149,7 +155,7 @@ def test_all_problems_are_collected_in_one_report(raw_frame, params):
     frame.loc[0, "age"] = "old"
     frame.loc[1, "sex"] = "?"
     frame.loc[2, LABEL] = "maybe"
-    report = validate_table(frame, params.dataset, source="t")
+    report = validate_table(frame, params.dataset, settings=params.validation, source="t")
     checks = {(p.check, p.column) for p in report.errors}
     assert checks >= {
         ("missing_columns", None),
@@ -169,14 +175,14 @@ def test_all_problems_are_collected_in_one_report(raw_frame, params):
 
 def test_header_only_table_is_an_error(params):
     frame = pd.DataFrame({c: pd.Series([], dtype=str) for c in params.dataset.columns})
-    report = validate_table(frame, params.dataset, source="t")
+    report = validate_table(frame, params.dataset, settings=params.validation, source="t")
     _by_check(report.errors, "empty")
 
 
 def test_typed_numeric_columns_from_parquet_pass(raw_frame, params):
     frame = raw_frame.assign(age=raw_frame["age"].astype(float))
     frame.loc[0, "age"] = np.nan
-    report = validate_table(frame, params.dataset, source="t.parquet")
+    report = validate_table(frame, params.dataset, settings=params.validation, source="t.parquet")
     assert report.passed
 
 
@@ -184,7 +190,7 @@ def test_non_finite_numbers_are_rejected(raw_frame, params):
     frame = raw_frame.copy()
     frame.loc[2, "age"] = "inf"
     frame.loc[3, "hours-per-week"] = "1e400"
-    report = validate_table(frame, params.dataset, source="t")
+    report = validate_table(frame, params.dataset, settings=params.validation, source="t")
     assert {(p.check, p.column) for p in report.errors} >= {("type", "age"), ("type", "hours-per-week")}
 
 

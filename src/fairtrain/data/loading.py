@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import gzip
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from fairtrain.errors import DataValidationError
@@ -49,29 +51,182 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataValidationError(f"{path}: the file is empty (no header, no rows)") from None
     except pd.errors.ParserError as error:
-        raise DataValidationError(f"{path}: malformed CSV: {error}") from None
+        raise DataValidationError(_parser_message(path, error)) from None
     except UnicodeDecodeError as error:
-        raise DataValidationError(f"{path}: not valid UTF-8 at byte {error.start}: {error.reason}") from None
+        raise DataValidationError(_utf8_message(path, error)) from None
     _reject_mangled_duplicate_headers(path, frame)
     return frame
 
 
-def _reject_mangled_duplicate_headers(path: Path, frame: pd.DataFrame) -> None:
-    # pandas silently renames a repeated header "x" to "x.1"; read the header ourselves to
-    # tell a real "x.1" column from a duplicate.
+def is_csv(path: str | Path) -> bool:
+    return Path(path).name.lower().endswith(CSV_SUFFIXES)
+
+
+def iter_raw_chunks(
+    path: str | Path, chunk_rows: int, invalid_rows: list | None = None
+) -> Iterator[pd.DataFrame]:
+    """Yield the table about ``chunk_rows`` rows at a time, every CSV cell as a string (as
+    ``read_raw_table`` reads it); memory stays bounded by the chunk size.
+
+    CSV rows with too few or too many fields are not fatal: they are skipped and appended to
+    ``invalid_rows`` (``pyarrow.csv.InvalidRow``: expected/actual field counts, line number,
+    text) so the validator can report all of them. Unreadable files raise
+    ``DataValidationError``, possibly after some chunks were yielded.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if not path.exists():
+        raise DataValidationError(f"{path}: file not found (dataset.path in params.yaml)")
+    if name.endswith(CSV_SUFFIXES):
+        yield from _iter_csv(path, chunk_rows, invalid_rows if invalid_rows is not None else [])
+    elif name.endswith(PARQUET_SUFFIXES):
+        yield from _iter_parquet(path, chunk_rows)
+    else:
+        raise DataValidationError(
+            f"{path}: unsupported file type; expected one of {CSV_SUFFIXES + PARQUET_SUFFIXES}"
+        )
+
+
+def _iter_csv(path: Path, chunk_rows: int, invalid_rows: list) -> Iterator[pd.DataFrame]:
+    header = _read_header(path)
+    if not header:
+        raise DataValidationError(f"{path}: the file is empty (no header, no rows)")
+    _reject_duplicates(path, header)
+
+    def skip_and_record(row: pacsv.InvalidRow) -> str:
+        invalid_rows.append(row)
+        return "skip"
+
+    reader = None
+    try:
+        # pyarrow reads columnar Arrow strings (far smaller than Python objects), streaming
+        # block by block; quoted values may not span lines (so every row has a line number).
+        reader = pacsv.open_csv(
+            path,
+            # Single-threaded: only then does pyarrow know the line number of a bad row.
+            read_options=pacsv.ReadOptions(block_size=8 << 20, use_threads=False),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=skip_and_record, newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in header},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        pending: list[pa.RecordBatch] = []
+        size = 0
+        for batch in reader:
+            pending.append(batch)
+            size += batch.num_rows
+            if size >= chunk_rows:
+                yield pa.Table.from_batches(pending).to_pandas()
+                pending, size = [], 0
+        if pending or not size:
+            yield pa.Table.from_batches(pending, schema=reader.schema).to_pandas()
+    except pa.ArrowInvalid as error:
+        text = str(error)
+        if "UTF8" in text or "UTF-8" in text:
+            line = _first_non_utf8_line(path)
+            where = f" on line {line}" if line else ""
+            raise DataValidationError(
+                f"{path}: not valid UTF-8{where}; re-save the file as UTF-8 ({text})"
+            ) from None
+        raise DataValidationError(f"{path}: malformed CSV: {text}") from None
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def describe_invalid_row(row: pacsv.InvalidRow) -> str:
+    """Why a CSV row was rejected, in words."""
+    if row.text.count('"') % 2:
+        return 'an unterminated quote (a field opened with " is never closed)'
+    if row.actual_columns < row.expected_columns:
+        return f"too few fields ({row.actual_columns} instead of {row.expected_columns})"
+    return f"too many fields ({row.actual_columns} instead of {row.expected_columns})"
+
+
+def _read_header(path: Path) -> list[str]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", newline="") as handle:
-        header = next(csv.reader(handle), [])
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            return next(csv.reader(handle), [])
+    except UnicodeDecodeError as error:
+        raise DataValidationError(_utf8_message(path, error)) from None
+    except (OSError, EOFError) as error:
+        raise DataValidationError(f"{path}: unreadable file: {error}") from None
+
+
+def _reject_duplicates(path: Path, header: list[str]) -> None:
     duplicates = sorted({name for name in header if header.count(name) > 1})
     if duplicates:
         raise DataValidationError(f"{path}: duplicate column names in the header: {duplicates}")
+
+
+def _iter_parquet(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    try:
+        handle = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataValidationError(
+            f"{path}: unreadable Parquet file (truncated or not Parquet): {error}"
+        ) from None
+    names = handle.schema_arrow.names
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataValidationError(f"{path}: duplicate column names: {duplicates}")
+    try:
+        empty = True
+        for batch in handle.iter_batches(batch_size=chunk_rows):
+            empty = False
+            yield batch.to_pandas()
+        if empty:
+            yield handle.schema_arrow.empty_table().to_pandas()
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataValidationError(
+            f"{path}: unreadable Parquet file (truncated or corrupt): {error}"
+        ) from None
+
+
+def _parser_message(path: Path, error: Exception) -> str:
+    text = str(error).strip()
+    hint = ""
+    if "EOF inside string" in text or "EOF following escape" in text:
+        hint = ' (an unterminated quote: a field opened with " is never closed)'
+    elif "Expected" in text and "fields" in text:
+        hint = " (a row has more fields than the header)"
+    return f"{path}: malformed CSV{hint}: {text}"
+
+
+def _utf8_message(path: Path, error: UnicodeDecodeError) -> str:
+    line = _first_non_utf8_line(path)
+    where = f" on line {line}" if line else ""
+    byte = error.object[error.start : error.start + 1]
+    return f"{path}: not valid UTF-8{where} (byte {byte!r}): {error.reason}; re-save the file as UTF-8"
+
+
+def _first_non_utf8_line(path: Path) -> int | None:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
+
+
+def _reject_mangled_duplicate_headers(path: Path, frame: pd.DataFrame | None) -> None:
+    # pandas silently renames a repeated header "x" to "x.1"; read the header ourselves to
+    # tell a real "x.1" column from a duplicate.
+    _reject_duplicates(path, _read_header(path))
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as error:
-        raise DataValidationError(f"{path}: unreadable Parquet file: {error}") from None
+        raise DataValidationError(
+            f"{path}: unreadable Parquet file (truncated or not Parquet): {error}"
+        ) from None
     names = table.column_names
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:

@@ -1,6 +1,8 @@
 """Feature preprocessing fitted on the training split and stored as JSON (never pickle).
 
-Numerics: optional log1p, median imputation, standardisation. Categoricals: one-hot over the
+Numerics: optional log1p, median imputation, standardisation. Booleans: 0/1, then the same.
+Datetimes: the declared parts (year, month, day of week, ordinal day...) as numerics.
+Categoricals: one-hot over the
 training vocabulary, with one shared slot for rare or unseen categories and one for missing
 values, so a served model never crashes on a category it has not seen.
 
@@ -16,7 +18,14 @@ import numpy as np
 import pandas as pd
 
 from fairtrain.config import DatasetConfig, PrepareConfig
-from fairtrain.data.parsing import as_text, missing_mask, parse_numeric
+from fairtrain.data.parsing import (
+    as_text,
+    datetime_parts,
+    missing_mask,
+    parse_boolean,
+    parse_datetime,
+    parse_numeric,
+)
 from fairtrain.errors import DataValidationError
 
 OTHER = "<other>"
@@ -33,6 +42,19 @@ class NumericState:
 
 
 @dataclass(frozen=True)
+class BooleanState:
+    true_values: list[str]
+    false_values: list[str]
+    scale: NumericState
+
+
+@dataclass(frozen=True)
+class DatetimeState:
+    format: str | None
+    parts: dict[str, NumericState]  # derived feature → its scaling, in feature order
+
+
+@dataclass(frozen=True)
 class CategoricalState:
     categories: list[str]  # one-hot slots in order; the last two are OTHER and MISSING
 
@@ -42,14 +64,18 @@ class Preprocessor:
     numeric: dict[str, NumericState]
     categorical: dict[str, CategoricalState]
     missing_values: list[str] = field(default_factory=list)
+    boolean: dict[str, BooleanState] = field(default_factory=dict)
+    datetime: dict[str, DatetimeState] = field(default_factory=dict)
 
     @property
     def input_columns(self) -> list[str]:
-        return list(self.numeric) + list(self.categorical)
+        return list(self.numeric) + list(self.boolean) + list(self.datetime) + list(self.categorical)
 
     @property
     def feature_names(self) -> list[str]:
-        names = list(self.numeric)
+        names = list(self.numeric) + list(self.boolean)
+        for column, state in self.datetime.items():
+            names += [f"{column}.{part}" for part in state.parts]
         for column, state in self.categorical.items():
             names += [f"{column}={value}" for value in state.categories]
         return names
@@ -59,9 +85,12 @@ class Preprocessor:
         """Original column → indices of its model features (one-hot columns of a categorical)."""
         groups: dict[str, list[int]] = {}
         offset = 0
-        for column in self.numeric:
+        for column in list(self.numeric) + list(self.boolean):
             groups[column] = [offset]
             offset += 1
+        for column, state in self.datetime.items():
+            groups[column] = list(range(offset, offset + len(state.parts)))
+            offset += len(state.parts)
         for column, state in self.categorical.items():
             groups[column] = list(range(offset, offset + len(state.categories)))
             offset += len(state.categories)
@@ -69,7 +98,12 @@ class Preprocessor:
 
     @property
     def n_features(self) -> int:
-        return len(self.numeric) + sum(len(s.categories) for s in self.categorical.values())
+        return (
+            len(self.numeric)
+            + len(self.boolean)
+            + sum(len(s.parts) for s in self.datetime.values())
+            + sum(len(s.categories) for s in self.categorical.values())
+        )
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Raw or cleaned rows → float32 matrix of shape (rows, n_features)."""
@@ -82,10 +116,19 @@ class Preprocessor:
         groups = self.feature_groups
         for column, state in self.numeric.items():
             values = _as_numeric(frame[column], column, self.missing_values)
-            if state.log1p:
-                values = np.log1p(np.clip(values, 0, None))
-            values = np.where(np.isnan(values), state.median, values)
-            out[:, groups[column][0]] = (values - state.mean) / state.std
+            out[:, groups[column][0]] = _scaled(values, state)
+        for column, state in self.boolean.items():
+            values, bad = parse_boolean(
+                frame[column], self.missing_values, state.true_values, state.false_values
+            )
+            _reject_bad(frame[column], column, bad, f"booleans ({state.true_values} / {state.false_values})")
+            out[:, groups[column][0]] = _scaled(values, state.scale)
+        for column, state in self.datetime.items():
+            values, bad = parse_datetime(frame[column], self.missing_values, state.format)
+            _reject_bad(frame[column], column, bad, f"dates ({state.format or 'ISO 8601'})")
+            derived = datetime_parts(values, list(state.parts))
+            for slot, (part, scale) in zip(groups[column], state.parts.items(), strict=True):
+                out[:, slot] = _scaled(derived[part], scale)
         for column, state in self.categorical.items():
             codes = _category_codes(frame[column], state.categories, self.missing_values)
             out[np.arange(len(frame)), np.asarray(groups[column])[codes]] = 1.0
@@ -97,6 +140,8 @@ class Preprocessor:
             "missing_values": self.missing_values,
             "numeric": {c: asdict(s) for c, s in self.numeric.items()},
             "categorical": {c: asdict(s) for c, s in self.categorical.items()},
+            "boolean": {c: asdict(s) for c, s in self.boolean.items()},
+            "datetime": {c: asdict(s) for c, s in self.datetime.items()},
             "feature_names": self.feature_names,
         }
 
@@ -111,6 +156,14 @@ class Preprocessor:
             numeric={c: NumericState(**s) for c, s in payload["numeric"].items()},
             categorical={c: CategoricalState(**s) for c, s in payload["categorical"].items()},
             missing_values=list(payload.get("missing_values", [])),
+            boolean={
+                c: BooleanState(s["true_values"], s["false_values"], NumericState(**s["scale"]))
+                for c, s in payload.get("boolean", {}).items()
+            },
+            datetime={
+                c: DatetimeState(s["format"], {p: NumericState(**n) for p, n in s["parts"].items()})
+                for c, s in payload.get("datetime", {}).items()
+            },
         )
 
 
@@ -123,19 +176,22 @@ def fit_preprocessor(train: pd.DataFrame, schema: DatasetConfig, params: Prepare
     """Fit on the training split only, so nothing about val/test leaks into the features."""
     numeric = {}
     for column in schema.numeric_features:
-        values = train[column].to_numpy(dtype=np.float64)
-        log = column in params.log_transform
-        if log:
-            values = np.log1p(np.clip(values, 0, None))
-        present = values[~np.isnan(values)]
-        if present.size == 0:
-            raise DataValidationError(f"column {column!r}: every training value is missing")
-        median = float(np.median(present))
-        filled = np.where(np.isnan(values), median, values)
-        std = float(filled.std())
-        # A constant column would divide by zero; scale 1 keeps it a harmless zero feature.
-        numeric[column] = NumericState(
-            log1p=log, median=median, mean=float(filled.mean()), std=std if std > 1e-12 else 1.0
+        values = train[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        numeric[column] = _fit_scale(values, column, log=column in params.log_transform)
+    boolean = {}
+    for column in schema.boolean_features:
+        spec = schema.columns[column]
+        values, _ = parse_boolean(train[column], schema.missing_values, spec.true_values, spec.false_values)
+        boolean[column] = BooleanState(
+            list(spec.true_values), list(spec.false_values), _fit_scale(values, column)
+        )
+    datetimes = {}
+    for column in schema.datetime_features:
+        spec = schema.columns[column]
+        values, _ = parse_datetime(train[column], schema.missing_values, spec.format)
+        derived = datetime_parts(values, list(spec.derive))
+        datetimes[column] = DatetimeState(
+            spec.format, {part: _fit_scale(derived[part], f"{column}.{part}") for part in spec.derive}
         )
     categorical = {}
     for column in schema.categorical_features:
@@ -144,7 +200,41 @@ def fit_preprocessor(train: pd.DataFrame, schema: DatasetConfig, params: Prepare
         # Most frequent first, ties by name, so the slot order is deterministic.
         ordered = sorted(kept.index, key=lambda v: (-int(kept[v]), str(v)))
         categorical[column] = CategoricalState(categories=[str(v) for v in ordered] + [OTHER, MISSING])
-    return Preprocessor(numeric=numeric, categorical=categorical, missing_values=list(schema.missing_values))
+    return Preprocessor(
+        numeric=numeric,
+        categorical=categorical,
+        missing_values=list(schema.missing_values),
+        boolean=boolean,
+        datetime=datetimes,
+    )
+
+
+def _fit_scale(values: np.ndarray, column: str, log: bool = False) -> NumericState:
+    if log:
+        values = np.log1p(np.clip(values, 0, None))
+    present = values[~np.isnan(values)]
+    if present.size == 0:
+        raise DataValidationError(f"column {column!r}: every training value is missing")
+    median = float(np.median(present))
+    filled = np.where(np.isnan(values), median, values)
+    std = float(filled.std())
+    # A constant column would divide by zero; scale 1 keeps it a harmless zero feature.
+    return NumericState(log1p=log, median=median, mean=float(filled.mean()), std=std if std > 1e-12 else 1.0)
+
+
+def _scaled(values: np.ndarray, state: NumericState) -> np.ndarray:
+    if state.log1p:
+        values = np.log1p(np.clip(values, 0, None))
+    values = np.where(np.isnan(values), state.median, values)
+    return (values - state.mean) / state.std
+
+
+def _reject_bad(series: pd.Series, column: str, bad: np.ndarray, expected: str) -> None:
+    if bad.any():
+        examples = as_text(series[bad]).unique()[:5].tolist()
+        raise DataValidationError(
+            f"column {column!r}: {int(bad.sum())} value(s) are not {expected}, e.g. {examples}"
+        )
 
 
 def _as_numeric(series: pd.Series, column: str, markers: list[str]) -> np.ndarray:

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from fairtrain.config import PrepareConfig
+from fairtrain.errors import DataValidationError
+
+log = logging.getLogger(__name__)
 
 # A stratum smaller than this cannot be spread over three splits reliably; its rows are
 # stratified on the label alone instead.
 MIN_STRATUM_ROWS = 10
+SPLIT_NAMES = ("train", "val", "test")
 
 
-def strata(frame: pd.DataFrame, label: str, groups: list[str]) -> pd.Series:
-    """One key per row: label × every sensitive feature, or just the label for rare cells."""
-    key = frame[label].astype(str)
-    for column in groups:
-        key = key + "|" + frame[column].astype(str)
-    sizes = key.map(key.value_counts())
-    return key.where(sizes >= MIN_STRATUM_ROWS, frame[label].astype(str))
+def strata(frame: pd.DataFrame, label: str, groups: list[str]) -> np.ndarray:
+    """One integer key per row: label × every sensitive group, or just the label for cells
+    smaller than ``MIN_STRATUM_ROWS`` (integer codes: far cheaper than string keys at scale)."""
+    keys = [label, *groups]
+    cell = frame.groupby(keys, sort=True, dropna=False, observed=True).ngroup().to_numpy()
+    label_code = pd.factorize(frame[label], sort=True)[0]
+    sizes = np.bincount(cell)
+    # Rare cells fall back to their label alone, coded after every real cell.
+    return np.where(sizes[cell] >= MIN_STRATUM_ROWS, cell, len(sizes) + label_code)
 
 
 def split_dataset(
@@ -28,17 +38,65 @@ def split_dataset(
 
     Stratifying on label × sensitive group (not the label alone) keeps every group's share
     and label balance the same in each split, so small groups still have test rows for the
-    fairness audit.
+    fairness audit. ``groups`` are the columns holding group labels (binned where declared).
+    A group that ends up missing from a split is an error or a warning (prepare.unsplittable_group).
+    Row positions are split first and each split's rows are taken once, so memory stays
+    about twice the table.
     """
     groups = groups or []
+    positions = np.arange(len(frame))
     rest, test = train_test_split(
-        frame, test_size=params.test_size, stratify=strata(frame, label, groups), random_state=params.seed
+        positions,
+        test_size=params.test_size,
+        stratify=strata(frame, label, groups),
+        random_state=params.seed,
     )
     # val_size is a share of the whole table, so rescale it to the remainder.
     val_share = params.val_size / (1.0 - params.test_size)
+    rest_frame = frame.iloc[rest]
     train, val = train_test_split(
-        rest, test_size=val_share, stratify=strata(rest, label, groups), random_state=params.seed
+        rest, test_size=val_share, stratify=strata(rest_frame, label, groups), random_state=params.seed
     )
-    return {
-        name: part.reset_index(drop=True) for name, part in (("train", train), ("val", val), ("test", test))
-    }
+    del rest_frame
+    picked = {"train": train, "val": val, "test": test}
+    _check_groups_in_every_split(frame, picked, groups, params)
+    return {name: frame.take(rows).reset_index(drop=True) for name, rows in picked.items()}
+
+
+def _check_groups_in_every_split(
+    frame: pd.DataFrame, picked: dict[str, np.ndarray], groups: list[str], params: PrepareConfig
+) -> None:
+    problems = []
+    for column in groups:
+        codes, names = pd.factorize(frame[column].astype(str))
+        sizes = np.bincount(codes, minlength=len(names))
+        for name in SPLIT_NAMES:
+            present = np.bincount(codes[picked[name]], minlength=len(names)) > 0
+            absent = [str(names[i]) for i in np.flatnonzero(~present)]
+            if absent:
+                problems.append(
+                    f"{column}: group(s) {absent} have no rows in the {name} split "
+                    f"(rows in the table: {[int(sizes[i]) for i in np.flatnonzero(~present)]})"
+                )
+    if not problems:
+        return
+    message = (
+        "sensitive groups that cannot be split over train/val/test: "
+        + "; ".join(problems)
+        + ". Collect more rows for them, merge them (bins / categories), or set "
+        "prepare.unsplittable_group: warn to audit without them"
+    )
+    if params.unsplittable_group == "error":
+        raise DataValidationError(message)
+    log.warning("%s", message)
+
+
+def content_sha256(frame: pd.DataFrame) -> str:
+    """Hash of a table's rows in order (values and column names, not the file encoding):
+    equal hashes mean the same rows in the same order."""
+    digest = hashlib.sha256()
+    digest.update("\x1f".join(map(str, frame.columns)).encode())
+    digest.update("\x1f".join(str(t) for t in frame.dtypes).encode())
+    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
+    digest.update(rows.tobytes())
+    return digest.hexdigest()

@@ -1,15 +1,106 @@
-"""Build the model card from recorded outputs only: every number comes from a metrics file."""
+"""Build the model card from recorded outputs only: every number comes from a metrics file
+(or, for lineage and the champion comparison, from the MLflow registry the run was logged to).
+
+One template gives both forms: Markdown (figures linked by relative path) and a self-contained
+HTML page (the same Markdown rendered, figures embedded as base64 data URIs, no external
+resource of any kind), so the two never disagree.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markdown_it import MarkdownIt
 
 from fairtrain.config import Params
+from fairtrain.errors import FairtrainError
 
 TEMPLATES = Path(__file__).parent / "templates"
+# Where evaluate's figures may go (plots/figures/index.json "section").
+FIGURE_SECTIONS = ("metrics", "quantitative_analyses", "model_examination")
+FIGURE_INDEX = "index.json"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One entry of ``plots/figures/index.json`` and the PNG it names."""
+
+    file: str
+    title: str
+    section: str
+    caption: str
+    path: Path
+
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.path.read_bytes()).decode("ascii")
+
+
+def load_figures(directory: Path | None) -> list[Figure]:
+    """The figures listed in ``directory/index.json``: a list of {"file", "title", "section",
+    "caption"}. No directory or no index means no figures; a bad entry raises naming it."""
+    if directory is None or not (Path(directory) / FIGURE_INDEX).is_file():
+        return []
+    index = Path(directory) / FIGURE_INDEX
+    try:
+        entries = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise FairtrainError(f"{index}: not readable JSON ({error})") from None
+    if not isinstance(entries, list):
+        raise FairtrainError(f"{index}: expected a list of figures, got {type(entries).__name__}")
+    figures = []
+    for i, entry in enumerate(entries):
+        where = f"{index} entry {i}"
+        fields = ("file", "title", "section", "caption")
+        if not isinstance(entry, dict) or any(not isinstance(entry.get(k), str) for k in fields):
+            raise FairtrainError(
+                f"{where}: expected an object with string fields {list(fields)}, got {entry!r}"
+            )
+        name = entry["file"]
+        # A plain file name inside the folder: the index must not pull other files into the card.
+        if Path(name).name != name or not name.lower().endswith(".png"):
+            raise FairtrainError(f"{where}: file {name!r} must be a .png file name inside {directory}")
+        if entry["section"] not in FIGURE_SECTIONS:
+            raise FairtrainError(
+                f"{where}: section {entry['section']!r} is not one of {list(FIGURE_SECTIONS)}"
+            )
+        path = Path(directory) / name
+        if not path.is_file():
+            raise FairtrainError(f"{where}: {path} does not exist")
+        with open(path, "rb") as handle:
+            if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                raise FairtrainError(f"{where}: {path} is not a PNG image")
+        figures.append(Figure(name, entry["title"], entry["section"], entry["caption"], path))
+    return figures
+
+
+def label_balance(augment: dict, positive_class: str) -> list[dict]:
+    """Rows and positive-label rate per sensitive group, before and after augmentation, from the
+    label × group cell counts the augment stage recorded."""
+    table: dict[tuple[str, str], dict] = {}
+    for stage in ("before", "after"):
+        for cell in augment.get(f"cells_{stage}", []):
+            row = table.setdefault(
+                (cell["feature"], cell["group"]), {"feature": cell["feature"], "group": cell["group"]}
+            )
+            row[f"rows_{stage}"] = row.get(f"rows_{stage}", 0) + cell["rows"]
+            if cell["label"] == positive_class:
+                row[f"positive_{stage}"] = row.get(f"positive_{stage}", 0) + cell["rows"]
+    for row in table.values():
+        for stage in ("before", "after"):
+            rows = row.get(f"rows_{stage}", 0)
+            row[f"rows_{stage}"] = rows
+            row[f"positive_rate_{stage}"] = row.get(f"positive_{stage}", 0) / rows if rows else None
+    return list(table.values())
 
 
 def _fmt(value: object, digits: int = 3) -> str:
@@ -51,13 +142,33 @@ def small_groups(fairness: dict) -> list[str]:
     ]
 
 
-def render_model_card(params: Params, recorded: dict, generated_at: datetime | None = None) -> str:
+def figure_markdown(figure: Figure, src: str) -> str:
+    title = figure.title.replace("[", "(").replace("]", ")")
+    return f"![{title}]({src})\n\n*{figure.title}.* {figure.caption}"
+
+
+def render_model_card(
+    params: Params,
+    recorded: dict,
+    generated_at: datetime | None = None,
+    figures: list[Figure] | None = None,
+    figure_src: Callable[[Figure], str] | None = None,
+    registry: dict | None = None,
+) -> str:
     """``recorded`` holds the parsed JSON outputs: validation, prepare, augment, train,
     evaluation, fairness, attributions, gates, registered, run (the run reference).
+    ``figures`` are placed in their sections, each shown with ``figure_src(figure)`` as its
+    image source (a relative path for Markdown, a data URI for HTML). ``registry`` optionally
+    holds what the MLflow registry recorded: ``lineage`` (the version's tags and creation time)
+    and ``comparison`` (this run's metrics beside the previous champion's).
 
     Only ``params.report`` (intended use, wording) comes from the current params: everything
     that describes the model comes from what its stages recorded.
     """
+    by_section: dict[str, list[str]] = {name: [] for name in FIGURE_SECTIONS}
+    for figure in figures or []:
+        src = figure_src(figure) if figure_src else figure.file
+        by_section[figure.section].append(figure_markdown(figure, src))
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         undefined=StrictUndefined,
@@ -74,5 +185,67 @@ def render_model_card(params: Params, recorded: dict, generated_at: datetime | N
         findings=disparity_findings(recorded["fairness"]),
         small_groups=small_groups(recorded["fairness"]),
         gate_thresholds={check["name"]: check["threshold"] for check in recorded["gates"]["checks"]},
+        figures=by_section,
+        balance=label_balance(recorded["augment"], recorded["prepare"]["recorded"]["positive_class"]),
+        lineage=(registry or {}).get("lineage"),
+        comparison=(registry or {}).get("comparison"),
         **recorded,
     )
+
+
+HTML_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#1d1d1f;line-height:1.45}
+h1{border-bottom:2px solid #444;padding-bottom:.3em}h2{margin-top:0}
+section{border-top:1px solid #ddd;padding:1em 0}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.92em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3}img{max-width:100%;height:auto;display:block;margin:.8em 0 .2em}
+code{background:#f5f5f5;padding:0 .2em}nav ol{columns:2}
+"""
+
+
+def render_model_card_html(markdown: str, title: str) -> str:
+    """A self-contained HTML page from the card's Markdown: raw HTML in the Markdown is escaped
+    (group names come from data), every ``##`` section becomes a ``<section>`` with an id, and a
+    content-security policy forbids loading anything beyond the embedded data."""
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    parts = re.split(r"(?=<h2>)", body)
+    head, sections, toc = parts[0], [], []
+    for part in parts[1:]:
+        heading = re.match(r"<h2>(.*?)</h2>", part).group(1)
+        anchor = re.sub(r"[^a-z0-9]+", "-", re.sub(r"<[^>]+>", "", heading).lower()).strip("-")
+        toc.append(f'<li><a href="#{anchor}">{heading}</a></li>')
+        sections.append(f'<section id="{anchor}">\n{part}</section>\n')
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
+        "style-src 'unsafe-inline'\">\n"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{HTML_STYLE}</style>\n</head>\n<body>\n"
+        f"{head}<nav><ol>{''.join(toc)}</ol></nav>\n{''.join(sections)}</body>\n</html>\n"
+    )
+
+
+def render_model_card_files(
+    params: Params,
+    recorded: dict,
+    markdown_path: Path,
+    figures_dir: Path | None = None,
+    registry: dict | None = None,
+    generated_at: datetime | None = None,
+) -> tuple[str, str]:
+    """(Markdown, HTML) of the card: the Markdown links figures relative to ``markdown_path``,
+    the HTML embeds them."""
+    figures = load_figures(figures_dir)
+    generated_at = generated_at or datetime.now(UTC)
+    markdown = render_model_card(
+        params,
+        recorded,
+        generated_at,
+        figures,
+        lambda f: Path(os.path.relpath(f.path.resolve(), Path(markdown_path).resolve().parent)).as_posix(),
+        registry,
+    )
+    embedded = render_model_card(params, recorded, generated_at, figures, Figure.data_uri, registry)
+    return markdown, render_model_card_html(embedded, f"Model card: {params.report.model_name}")

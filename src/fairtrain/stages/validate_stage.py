@@ -5,13 +5,33 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fairtrain.config import Params
-from fairtrain.data.loading import read_raw_table
-from fairtrain.data.validation import ValidationReport, clean_table, validate_table
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fairtrain.config import ColumnType, DatasetConfig, Params
+from fairtrain.data.loading import describe_invalid_row, is_csv, iter_raw_chunks
+from fairtrain.data.validation import Problem, TableValidator, ValidationReport
 from fairtrain.errors import DataValidationError
-from fairtrain.io import write_json, write_parquet
+from fairtrain.io import atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
+
+_ARROW_TYPES = {
+    ColumnType.numeric: pa.float64(),
+    ColumnType.categorical: pa.string(),
+    ColumnType.boolean: pa.bool_(),
+    ColumnType.datetime: pa.timestamp("ns"),
+}
+
+
+def cleaned_arrow_schema(schema: DatasetConfig) -> pa.Schema:
+    """Arrow types of the validated Parquet, fixed by the declaration (not by the first chunk)."""
+    return pa.schema([(name, _ARROW_TYPES[spec.type]) for name, spec in schema.columns.items()])
+
+
+def summary_path_for(report_path: Path) -> Path:
+    """The human summary sits beside the JSON report: ``validation.json`` → ``validation.txt``."""
+    return report_path.with_suffix(".txt")
 
 
 def validate_stage(
@@ -19,30 +39,50 @@ def validate_stage(
 ) -> ValidationReport:
     """Check the raw file against ``params.dataset``; write a typed Parquet copy only if it passes.
 
-    The report is written either way, so a failed run leaves the reason on disk.
+    The file is read and checked ``validate.chunk_rows`` rows at a time and the typed copy is
+    streamed to a temporary file, so memory stays bounded on large tables. The report (JSON and
+    a short text summary beside it) is written either way, so a failed run leaves the reason on
+    disk; the validated Parquet is only renamed into place when every check passed.
     """
+    schema, settings = params.dataset, params.validation
+    validator = TableValidator(
+        schema,
+        str(raw_path),
+        settings,
+        parquet_source=not is_csv(raw_path),
+    )
+    arrow_schema = cleaned_arrow_schema(schema)
+    report = None
     try:
-        frame = read_raw_table(raw_path)
-    except DataValidationError as error:
-        write_json(
-            report_path,
-            {
-                "source": str(raw_path),
-                "status": "failed",
-                "rows": None,
-                "error_count": 1,
-                "warning_count": 0,
-                "errors": [{"column": None, "check": "readable", "message": str(error)}],
-                "warnings": [],
-            },
-        )
-        raise
-    report = validate_table(frame, params.dataset, source=str(raw_path))
-    write_json(report_path, report.to_dict())
-    if not report.passed:
-        raise DataValidationError(report.summary())
+        with atomic_path(validated_path) as tmp:
+            with pq.ParquetWriter(tmp, arrow_schema) as writer:
+                first_row = 0
+                invalid_rows: list = []
+                try:
+                    for chunk in iter_raw_chunks(raw_path, settings.chunk_rows, invalid_rows):
+                        cleaned = validator.feed(chunk, first_row)
+                        first_row += len(chunk)
+                        if cleaned is not None and not validator.errors:
+                            writer.write_table(
+                                pa.Table.from_pandas(cleaned, schema=arrow_schema, preserve_index=False)
+                            )
+                except DataValidationError as error:
+                    validator.add_error(Problem(None, "readable", str(error)))
+                for row in invalid_rows:
+                    validator.add_invalid_row(row.number, describe_invalid_row(row), row.text)
+            report = validator.finish()
+            _write_report(report, report_path)
+            if not report.passed:
+                raise DataValidationError(report.summary())
+    finally:
+        if report is None:  # an unexpected failure: still say so on disk
+            _write_report(validator.finish(), report_path)
     for warning in report.warnings:
         log.warning("%s", warning.describe())
-    write_parquet(validated_path, clean_table(frame, params.dataset))
     log.info("%s: %d rows, %d columns passed validation", raw_path, report.rows, len(report.columns))
     return report
+
+
+def _write_report(report: ValidationReport, report_path: Path) -> None:
+    write_json(report_path, report.to_dict())
+    write_text(summary_path_for(report_path), report.summary() + "\n")

@@ -1,0 +1,1 @@
+"""Monitoring after deployment: drift of new data against the training reference."""

@@ -1,0 +1,196 @@
+"""Reference statistics and the drift check, on the real Adult data: a held-out sample must not
+drift, batches made to drift (shifted numerics, a new category, a changed label balance) must."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fairtrain.cli import EXIT_DRIFT, main
+from fairtrain.config import DriftConfig, DriftReferenceConfig
+from fairtrain.data.reference_stats import numeric_bin_shares, numeric_cut_points, reference_statistics
+from fairtrain.data.split import split_dataset
+from fairtrain.data.validation import clean_table
+from fairtrain.errors import ConfigError, DataValidationError, FairtrainError
+from fairtrain.monitoring.drift import NO_RETRAIN, RETRAIN, check_drift, load_batch, psi
+from fairtrain.monitoring.drift_report import drift_page_html
+from tests.helpers import PROJECT_ROOT, adult_sample, shrink_params
+
+
+@pytest.fixture(scope="module")
+def sample(adult_raw):
+    return adult_sample(adult_raw, 12000)
+
+
+@pytest.fixture(scope="module")
+def splits(sample, project_params):
+    typed = clean_table(sample, project_params.dataset)
+    return split_dataset(
+        typed, project_params.dataset.label, project_params.prepare, project_params.dataset.sensitive_features
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(splits, project_params):
+    return reference_statistics(splits["train"], project_params.dataset, project_params.drift.reference)
+
+
+def _check(batch, reference, params, **drift):
+    config = params.drift.model_copy(update=drift)
+    return check_drift(batch, reference, params.dataset, config)
+
+
+def _drifted(report):
+    return {(c["kind"], c["column"]) for c in report["checks"] if c["drifted"]}
+
+
+def test_psi_is_zero_for_equal_shares_and_grows_with_the_shift():
+    assert psi([0.5, 0.5], [0.5, 0.5]) == pytest.approx(0.0)
+    small, large = psi([0.5, 0.5], [0.55, 0.45]), psi([0.5, 0.5], [0.9, 0.1])
+    assert 0 < small < 0.1 < large
+    assert np.isfinite(psi([1.0, 0.0], [0.0, 1.0]))  # empty bins are floored, not infinite
+
+
+def test_point_masses_collapse_bins_and_missing_values_get_their_own():
+    values = np.array([0.0] * 80 + [5.0, 10.0, 20.0, 40.0] * 5 + [np.nan] * 10)
+    cuts = numeric_cut_points(values, 10)
+    assert cuts[0] == 0.0 and len(cuts) < 9  # the many zeros form one bin, not nine
+    shares = numeric_bin_shares(values, cuts)
+    assert len(shares) == len(cuts) + 2
+    assert shares[0] == pytest.approx(80 / 110) and shares[-1] == pytest.approx(10 / 110)
+    assert sum(shares) == pytest.approx(1.0)
+
+
+def test_reference_describes_the_training_split(reference, splits, project_params):
+    train = splits["train"]
+    schema = project_params.dataset
+    assert reference["rows"] == len(train)
+    assert set(reference["numeric"]) == set(schema.numeric_features)
+    assert set(reference["categorical"]) == set(schema.categorical_features)
+    age = reference["numeric"]["age"]
+    assert age["quantiles"]["values"][50] == pytest.approx(train["age"].median())
+    assert len(age["sample"]) == min(len(train), project_params.drift.reference.sample_size)
+    assert sum(age["bins"]["shares"]) == pytest.approx(1.0)
+    sex = reference["categorical"]["sex"]["shares"]
+    assert sex["Male"] == pytest.approx((train["sex"] == "Male").mean())
+    positive = train[schema.label] == schema.positive_class
+    assert reference["labels"]["positive_rate"] == pytest.approx(positive.mean())
+    female = reference["labels"]["groups"]["sex"]["Female"]
+    assert female["count"] == int((train["sex"] == "Female").sum())
+    assert female["positive_rate"] == pytest.approx(positive[train["sex"] == "Female"].mean())
+    json.dumps(reference, allow_nan=False)  # strict JSON
+
+
+def test_sample_is_bounded(splits, project_params):
+    small = reference_statistics(
+        splits["train"], project_params.dataset, DriftReferenceConfig(sample_size=100, numeric_bins=4)
+    )
+    assert len(small["numeric"]["age"]["sample"]) == 100
+    assert len(small["numeric"]["age"]["bins"]["cut_points"]) <= 3
+
+
+def test_held_out_rows_do_not_drift(splits, reference, project_params):
+    report = _check(splits["test"], reference, project_params)
+    assert report["decision"] == NO_RETRAIN, report["reason"]
+    assert report["drifted_checks"] == 0
+    kinds = {c["kind"] for c in report["checks"]}
+    assert kinds == {"psi", "ks", "label_rate", "group_label_rate"}
+    # Every numeric gets PSI and KS, every categorical PSI; small groups are reported unchecked.
+    assert sum(c["kind"] == "ks" for c in report["checks"]) == len(project_params.dataset.numeric_features)
+    skipped = [c for c in report["checks"] if c.get("skipped")]
+    assert skipped and all(c["batch_count"] < project_params.drift.min_group_size for c in skipped)
+
+
+def test_shifted_numerics_drift(splits, reference, project_params):
+    batch = splits["test"].copy()
+    batch["age"] = batch["age"] + 12
+    batch["hours-per-week"] = batch["hours-per-week"] * 1.3
+    report = _check(batch, reference, project_params)
+    assert report["decision"] == RETRAIN
+    assert _drifted(report) == {
+        ("psi", "age"),
+        ("ks", "age"),
+        ("psi", "hours-per-week"),
+        ("ks", "hours-per-week"),
+    }
+    assert "age" in report["reason"]
+
+
+def test_unseen_category_and_missingness_drift(splits, reference, project_params):
+    batch = splits["test"].copy()
+    batch.loc[batch.index[: len(batch) // 3], "workclass"] = "Gig-economy"
+    batch.loc[batch.index[: len(batch) // 3], "capital-gain"] = np.nan
+    report = _check(batch, reference, project_params)
+    workclass = next(c for c in report["checks"] if c["column"] == "workclass")
+    assert workclass["drifted"] and workclass["unseen_values"] == ["Gig-economy"]
+    assert ("psi", "capital-gain") in _drifted(report)
+
+
+def test_label_balance_shift_within_a_group_drifts(splits, reference, project_params):
+    batch = splits["test"].copy()
+    schema = project_params.dataset
+    women = batch.index[batch["sex"] == "Female"]
+    # Half of the women now have the positive label: their rate moves, features do not.
+    batch.loc[women[::2], schema.label] = schema.positive_class
+    report = _check(batch, reference, project_params)
+    assert ("group_label_rate", "sex=Female") in _drifted(report)
+    assert ("label_rate", schema.label) in _drifted(report)
+    assert not any(kind in ("psi", "ks") for kind, _ in _drifted(report))
+
+
+def test_min_drifted_checks_sets_the_decision(splits, reference, project_params):
+    batch = splits["test"].copy()
+    batch["age"] = batch["age"] + 12
+    strict = _check(batch, reference, project_params, min_drifted_checks=3)
+    assert strict["drifted_checks"] == 2 and strict["decision"] == NO_RETRAIN
+
+
+def test_reference_for_other_columns_is_refused(splits, reference, project_params):
+    other = {**reference, "numeric": {k: v for k, v in reference["numeric"].items() if k != "age"}}
+    with pytest.raises(FairtrainError, match="rerun `dvc repro prepare`"):
+        _check(splits["test"], other, project_params)
+
+
+def test_html_names_the_decision_and_drifted_columns(splits, reference, project_params):
+    batch = splits["test"].copy()
+    batch["age"] = batch["age"] + 12
+    page = drift_page_html(_check(batch, reference, project_params))
+    assert "Decision: retrain" in page and '<tr class="drifted"><td>age</td>' in page
+
+
+def test_drift_config_rejects_unknown_keys(project_params):
+    with pytest.raises(ConfigError, match=r"drift\.psi_treshold: unknown key"):
+        shrink_params(project_params, drift={"psi_treshold": 0.1})
+    assert DriftConfig().psi_threshold == 0.2
+
+
+def test_invalid_batch_is_rejected_with_the_column(tmp_path, adult_raw, project_params):
+    batch = adult_sample(adult_raw, 50)
+    batch.loc[2, "age"] = "old"
+    batch.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataValidationError, match="age"):
+        load_batch(tmp_path / "bad.csv", project_params.dataset)
+
+
+def test_cli_exit_codes_and_report_files(tmp_path, sample, reference, splits, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reference.json").write_text(json.dumps(reference))
+    held_out = sample.loc[splits["test"].index]  # raw text cells, as a new batch would arrive
+    held_out.to_csv(tmp_path / "ok.csv", index=False)
+    shifted = held_out.copy()
+    shifted["age"] = (shifted["age"].astype(int) + 12).astype(str)
+    shifted.to_csv(tmp_path / "shifted.csv", index=False)
+    common = ["--params", str(PROJECT_ROOT / "params.yaml"), "drift", "--reference", "reference.json"]
+
+    assert main([*common, "--batch", "ok.csv", "--report", "ok.json", "--html", "ok.html"]) == 0
+    assert "decision: no_retrain" in capsys.readouterr().out
+    assert json.loads((tmp_path / "ok.json").read_text())["decision"] == NO_RETRAIN
+    assert main([*common, "--batch", "shifted.csv", "--json"]) == EXIT_DRIFT
+    assert json.loads(capsys.readouterr().out)["decision"] == RETRAIN
+    assert main([*common, "--batch", "missing.csv"]) == 1
+    assert "file not found" in capsys.readouterr().err
+    assert not (tmp_path / "mlflow.db").exists()  # the drift check needs no tracking store
+    pd.read_csv(tmp_path / "ok.csv")  # the batch file itself is untouched
