@@ -26,7 +26,7 @@ QUANTILE_LEVELS = np.linspace(0.0, 1.0, 101)
 
 def numeric_cut_points(values: np.ndarray, bins: int) -> list[float]:
     """Interior cut points of ``bins`` quantile bins; duplicates (point masses such as the many
-    zeros of capital-gain) collapse, so a column may get fewer bins than asked for."""
+    zeros of a mostly-zero money column) collapse, so a column may get fewer bins than asked for."""
     present = values[~np.isnan(values)]
     if present.size == 0:
         return []
