@@ -107,13 +107,29 @@ class TrainConfig(_Section):
     seed: int = 42
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
+    # Lightning precision; the mixed ones need GPUs (the stage fails fast on CPU).
+    precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
     max_epochs: int = Field(20, ge=1)
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1)  # per worker
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only (Nesterov when > 0)
     learning_rate: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["none", "cosine", "onecycle", "plateau"] = "none"
     weight_decay: float = Field(1e-4, ge=0)
+    gradient_clip_val: float = Field(0.0, ge=0)  # max gradient norm; 0 turns clipping off
     dropout: float = Field(0.1, ge=0, lt=1)
+    batch_norm: bool = False
     hidden_sizes: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
+    # Categoricals with more than two values go through a learned embedding whose width
+    # follows their cardinality (min(embedding_max_dim, round(1.6 * n**0.56))).
+    embeddings: bool = False
+    embedding_max_dim: int = Field(16, ge=1)
+    class_weight: Literal["none", "balanced"] = "none"  # balanced: BCE pos_weight = negatives/positives
     early_stopping_patience: int = Field(3, ge=1)
+    # Fault tolerance: how often Ray may restart the worker group after a worker dies, and how
+    # many per-epoch checkpoints to keep (the best by val_loss and the latest are among them).
+    max_failures: int = Field(2, ge=0)
+    checkpoints_to_keep: int = Field(2, ge=1)
 
 
 class GatesConfig(_Section):

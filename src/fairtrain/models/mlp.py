@@ -6,20 +6,63 @@ import torch
 from torch import nn
 
 
-class TabularMLP(nn.Module):
-    """``n_features`` → hidden ReLU layers with dropout → one logit for the positive class."""
+def embedding_dim(cardinality: int, max_dim: int) -> int:
+    """Width of a categorical's embedding: the fast.ai rule ``1.6 * n**0.56``, capped at
+    ``max_dim`` and never wider than the one-hot block it replaces."""
+    return max(1, min(max_dim, cardinality, round(1.6 * cardinality**0.56)))
 
-    def __init__(self, n_features: int, hidden_sizes: list[int], dropout: float = 0.0) -> None:
+
+class TabularMLP(nn.Module):
+    """``n_features`` → hidden ReLU layers with dropout → one logit for the positive class.
+
+    The input is always the preprocessor's matrix (numeric columns and one-hot blocks), so
+    attributions and the served model see the same features whatever the architecture.
+    ``embeddings`` lists ``[start, end, dim]`` one-hot blocks to embed: a bias-free
+    ``Linear(end - start → dim)`` on a one-hot block is exactly an embedding lookup, and it
+    keeps the network differentiable in its inputs (Integrated Gradients needs that).
+    ``batch_norm`` puts a ``BatchNorm1d`` after each hidden ``Linear``.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        hidden_sizes: list[int],
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        embeddings: list[list[int]] | None = None,
+    ) -> None:
         super().__init__()
+        embeddings = [[int(s), int(e), int(d)] for s, e, d in (embeddings or [])]
+        covered: set[int] = set()
+        for start, end, dim in embeddings:
+            block = set(range(start, end))
+            if not (0 <= start < end <= n_features) or dim < 1 or block & covered:
+                raise ValueError(f"bad embedding block [{start}, {end}, {dim}] for {n_features} features")
+            covered |= block
+        self.embedding_blocks = embeddings
+        self.embed = nn.ModuleList(nn.Linear(e - s, d, bias=False) for s, e, d in embeddings)
+        passthrough = [i for i in range(n_features) if i not in covered]
+        # Not in the state dict: rebuilt from the architecture.
+        self.register_buffer("passthrough", torch.tensor(passthrough, dtype=torch.long), persistent=False)
         layers: list[nn.Module] = []
-        width = n_features
+        width = len(passthrough) + sum(d for _, _, d in embeddings)
         for size in hidden_sizes:
-            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            layers.append(nn.Linear(width, size))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(size))
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
             width = size
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.embedding_blocks:
+            parts = [features.index_select(1, self.passthrough)]
+            parts += [
+                layer(features[:, s:e])
+                for layer, (s, e, _) in zip(self.embed, self.embedding_blocks, strict=True)
+            ]
+            features = torch.cat(parts, dim=1)
         return self.net(features).squeeze(-1)
 
     @torch.no_grad()
@@ -27,3 +70,14 @@ class TabularMLP(nn.Module):
         """Positive-class probability; switches to eval mode so dropout is off."""
         self.eval()
         return torch.sigmoid(self(features))
+
+
+def embedding_blocks(groups: dict[str, list[int]], categorical: list[str], max_dim: int) -> list[list[int]]:
+    """``[start, end, dim]`` for every categorical one-hot block of ``groups`` (the
+    preprocessor's ``feature_groups``) with more than two values."""
+    blocks = []
+    for column in categorical:
+        indices = groups[column]
+        if len(indices) > 2 and indices == list(range(indices[0], indices[-1] + 1)):
+            blocks.append([indices[0], indices[-1] + 1, embedding_dim(len(indices), max_dim)])
+    return blocks
