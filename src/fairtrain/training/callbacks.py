@@ -16,10 +16,11 @@ from mlflow.tracking import MlflowClient
 
 log = logging.getLogger("fairtrain.training")
 
-# Test hooks (off unless set): a folder where each worker writes what it did, and an epoch
-# after whose checkpoint the first attempt pauses so a test can kill a process at a known point.
+# Test hook (off unless set): a folder where each worker writes what it did. An epoch number
+# in its file PAUSE_FILE makes a first attempt pause after that epoch's checkpoint, so a test
+# can kill a process at a known point.
 PROBE_DIR_ENV = "FAIRTRAIN_TEST_PROBE_DIR"
-PAUSE_ENV = "FAIRTRAIN_TEST_PAUSE_AFTER_EPOCH"
+PAUSE_FILE = "pause_after_epoch"
 
 
 class EpochReporter(pl.Callback):
@@ -101,9 +102,9 @@ class EpochReporter(pl.Callback):
 
 class TestProbe(pl.Callback):
     """Test-only: each worker writes ``worker-<pid>.json`` (rank, node, pid, the epoch it
-    started at, its first epoch's training rows) into ``$FAIRTRAIN_TEST_PROBE_DIR``; with
-    ``$FAIRTRAIN_TEST_PAUSE_AFTER_EPOCH=k`` a run that did not resume writes ``paused`` after
-    epoch k's checkpoint was reported and sleeps, so the test can kill a process there."""
+    started at, its first epoch's training rows) into ``$FAIRTRAIN_TEST_PROBE_DIR``; when
+    that folder holds ``pause_after_epoch`` (k), the workers write ``paused`` after epoch k's
+    checkpoint was reported and sleep, so the test can kill a process there."""
 
     def __init__(self, folder: Path, pause_after: int | None, batches: Any) -> None:
         self.folder, self.pause_after, self.batches = folder, pause_after, batches
@@ -114,8 +115,8 @@ class TestProbe(pl.Callback):
         folder = os.environ.get(PROBE_DIR_ENV)
         if not folder:
             return None
-        pause = os.environ.get(PAUSE_ENV)
-        return cls(Path(folder), int(pause) if pause else None, batches)
+        pause = Path(folder) / PAUSE_FILE
+        return cls(Path(folder), int(pause.read_text()) if pause.exists() else None, batches)
 
     def _write(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -140,7 +141,7 @@ class TestProbe(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.record["epochs_done"].append(trainer.current_epoch)
         self._write()
-        first_attempt = self.record["start_epoch"] == 0
-        if first_attempt and self.pause_after is not None and trainer.current_epoch == self.pause_after:
+        # A resumed run starts after its checkpoint's epoch, so it never pauses there again.
+        if trainer.current_epoch == self.pause_after:
             (self.folder / "paused").write_text(str(os.getpid()))
             time.sleep(120)
