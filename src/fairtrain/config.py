@@ -132,6 +132,30 @@ class TrainConfig(_Section):
     checkpoints_to_keep: int = Field(2, ge=1)
 
 
+class TuneConfig(_Section):
+    """Hyperparameter search (``pipelines/tune.py``, not a DVC stage): a grid over train keys,
+    trials stopped early by ASHA on val_loss."""
+
+    space: dict[str, list[Any]] = Field(default_factory=dict)  # train key -> values to try
+    num_samples: int = Field(1, ge=1)  # repeats of the grid
+    max_epochs: int = Field(20, ge=1)
+    grace_period: int = Field(2, ge=1)  # epochs a trial runs before ASHA may stop it
+    reduction_factor: int = Field(3, ge=2)
+    workers_per_trial: int = Field(1, ge=1)
+    max_concurrent_trials: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _space_names_train_keys(self) -> TuneConfig:
+        fixed = {"num_workers", "max_epochs", "use_gpu"}
+        unknown = [k for k in self.space if k not in TrainConfig.model_fields or k in fixed]
+        if unknown:
+            raise ValueError(f"space names keys that are not tunable train keys: {unknown}")
+        empty = [k for k, values in self.space.items() if not values]
+        if empty:
+            raise ValueError(f"space gives no values for {empty}")
+        return self
+
+
 class GatesConfig(_Section):
     min_roc_auc: float = Field(0.0, ge=0, le=1)
     max_demographic_parity_difference: float = Field(1.0, ge=0, le=1)
@@ -193,6 +217,7 @@ class Params(_Section):
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     # "register" would shadow ABCMeta.register on a pydantic model, so the attribute is
     # `registry` while the key in params.yaml stays `register`.

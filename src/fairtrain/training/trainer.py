@@ -73,6 +73,7 @@ def train_distributed(
     storage: str | Path | None = None,
     name: str | None = None,
     model_config: dict | None = None,
+    callbacks: list | None = None,
 ) -> TrainingOutcome:
     """Train on ``params.num_workers`` Ray workers; needs a connected Ray session.
 
@@ -106,6 +107,7 @@ def train_distributed(
                 checkpoint_score_order="min",
             ),
             failure_config=FailureConfig(max_failures=params.max_failures),
+            callbacks=callbacks,
         ),
     )
     try:
