@@ -124,6 +124,12 @@ class TrainConfig(_Section):
     # follows their cardinality (min(embedding_max_dim, round(1.6 * n**0.56))).
     embeddings: bool = False
     embedding_max_dim: int = Field(16, ge=1)
+    # Numeric columns through learned periodic embeddings (sin/cos of learned frequencies, then
+    # a per-column Linear + ReLU) instead of raw: `numeric_embedding_dim` outputs per column.
+    numeric_embedding: Literal["none", "periodic"] = "none"
+    numeric_embedding_dim: int = Field(8, ge=1)
+    numeric_embedding_frequencies: int = Field(16, ge=1)
+    numeric_embedding_sigma: float = Field(0.5, gt=0)  # std of the initial frequencies
     class_weight: Literal["none", "balanced"] = "none"  # balanced: BCE pos_weight = negatives/positives
     early_stopping_patience: int = Field(3, ge=1)
     # Fault tolerance: how often Ray may restart the worker group after a worker dies, and how

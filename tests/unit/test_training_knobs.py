@@ -137,3 +137,23 @@ def test_train_config_rejects_unknown_choices():
         TrainConfig(lr_schedule="step")
     with pytest.raises(ValueError):
         TrainConfig(precision="16")
+
+
+def test_periodic_numeric_embedding_round_trips_and_keeps_input_gradients(tmp_path):
+    torch.manual_seed(0)
+    spec = {"indices": [0, 1], "frequencies": 4, "dim": 3, "sigma": 0.5}
+    model = TabularMLP(6, [8], embeddings=[[2, 6, 2]], numeric_embedding=spec)
+    architecture = {
+        "n_features": 6,
+        "hidden_sizes": [8],
+        "embeddings": [[2, 6, 2]],
+        "numeric_embedding": spec,
+    }
+    save_model(tmp_path / "m", model.state_dict(), architecture)
+    loaded = load_model(tmp_path / "m")
+    x = torch.randn(16, 6, requires_grad=True)
+    torch.testing.assert_close(loaded(x), model.eval()(x), rtol=0, atol=0)
+    loaded(x).sum().backward()
+    assert x.grad[:, :2].abs().sum() > 0, "Integrated Gradients needs gradients w.r.t. numeric inputs"
+    with pytest.raises(ValueError, match="numeric embedding"):
+        TabularMLP(6, [8], embeddings=[[2, 6, 2]], numeric_embedding={**spec, "indices": [0, 3]})

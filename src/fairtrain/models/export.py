@@ -37,6 +37,7 @@ def model_from_architecture(architecture: dict) -> TabularMLP:
         dropout=float(architecture.get("dropout", 0.0)),
         batch_norm=bool(architecture.get("batch_norm", False)),
         embeddings=[[int(v) for v in block] for block in architecture.get("embeddings", [])],
+        numeric_embedding=architecture.get("numeric_embedding") or None,
     )
 
 

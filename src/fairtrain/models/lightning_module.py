@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from torch.nn import functional as F
 from torchmetrics.classification import BinaryAUROC
 
@@ -26,6 +27,7 @@ class TabularClassifier(pl.LightningModule):
         *,
         batch_norm: bool = False,
         embeddings: list[list[int]] | None = None,
+        numeric_embedding: dict | None = None,
         optimizer: str = "adamw",
         momentum: float = 0.9,
         lr_schedule: str = "none",
@@ -36,7 +38,9 @@ class TabularClassifier(pl.LightningModule):
         super().__init__()
         # Plain numbers and lists only: the checkpoint must load with weights_only=True.
         self.save_hyperparameters()
-        self.model = TabularMLP(n_features, list(hidden_sizes), dropout, batch_norm, embeddings)
+        self.model = TabularMLP(
+            n_features, list(hidden_sizes), dropout, batch_norm, embeddings, numeric_embedding
+        )
         self.val_auc = BinaryAUROC()
         # A buffer moves with the module to the GPU; None means an unweighted loss.
         self.register_buffer("pos_weight", None if pos_weight is None else torch.tensor(float(pos_weight)))
@@ -47,11 +51,24 @@ class TabularClassifier(pl.LightningModule):
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight)
 
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._rows = 0
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         features, target = batch
         loss = self._loss(self(features), target)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(target))
+        # Summed here and logged once per epoch: self.log on every step costs more than this
+        # small network's forward pass (see benchmarks/train_throughput.py).
+        self._loss_sum += loss.detach() * len(target)
+        self._rows += len(target)
         return loss
+
+    def on_validation_epoch_end(self) -> None:
+        # Validation runs before on_train_epoch_end; log the training loss here so it is in
+        # callback_metrics (progress line, checkpoint report) together with the validation metrics.
+        if self.trainer.state.fn == TrainerFn.FITTING and getattr(self, "_rows", 0):
+            self.log("train_loss", self._loss_sum / self._rows, sync_dist=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         features, target = batch

@@ -114,7 +114,15 @@ def training_run(run_id: str | None, run_name: str) -> Iterator[mlflow.ActiveRun
 def model_options(params: Params, preprocessor: Preprocessor, y_train: np.ndarray) -> dict:
     """What the network and loss need beyond the train params: embedding blocks from the
     preprocessor's one-hot groups, the positive-class weight from the training labels."""
-    options: dict[str, object] = {"embedding_blocks": [], "pos_weight": None}
+    options: dict[str, object] = {"embedding_blocks": [], "numeric_embedding_spec": None, "pos_weight": None}
+    if params.train.numeric_embedding == "periodic":
+        groups = preprocessor.feature_groups
+        options["numeric_embedding_spec"] = {
+            "indices": [groups[column][0] for column in preprocessor.numeric],
+            "frequencies": params.train.numeric_embedding_frequencies,
+            "dim": params.train.numeric_embedding_dim,
+            "sigma": params.train.numeric_embedding_sigma,
+        }
     if params.train.embeddings:
         options["embedding_blocks"] = embedding_blocks(
             preprocessor.feature_groups, list(preprocessor.categorical), params.train.embedding_max_dim
@@ -268,6 +276,7 @@ def train_stage(
                 "dropout": params.train.dropout,
                 "batch_norm": params.train.batch_norm,
                 "embeddings": options["embedding_blocks"],
+                "numeric_embedding": options["numeric_embedding_spec"],
                 "feature_names": preprocessor.feature_names,
             }
             save_model(model_dir / "model", state, architecture)

@@ -58,6 +58,7 @@ def build_module(config: dict[str, Any], steps_per_epoch: int = 1) -> TabularCla
         weight_decay=config["weight_decay"],
         batch_norm=config.get("batch_norm", False),
         embeddings=config.get("embedding_blocks") or None,
+        numeric_embedding=config.get("numeric_embedding_spec") or None,
         optimizer=config.get("optimizer", "adamw"),
         momentum=config.get("momentum", 0.9),
         lr_schedule=config.get("lr_schedule", "none"),
