@@ -183,7 +183,9 @@ def main() -> None:
     import ray
 
     started = time.perf_counter()
-    ray.init(include_dashboard=False, logging_level="ERROR", num_gpus=None)
+    # As the train stage starts it (training/ray_runtime.py): the dashboard serves the state API
+    # Ray Train's cleanup polls; without it Ray logs warnings every few seconds.
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR")
     init_seconds = time.perf_counter() - started
     try:
         for workers in args.workers:
