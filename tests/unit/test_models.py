@@ -110,6 +110,7 @@ def test_hyperparameters_are_plain_values(trained):
         "weight_decay": 0.0,
         "batch_norm": False,
         "embeddings": None,
+        "numeric_embedding": None,
         "optimizer": "adamw",
         "momentum": 0.9,
         "lr_schedule": "none",
