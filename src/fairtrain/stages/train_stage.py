@@ -62,6 +62,21 @@ def training_key(params: Params, *inputs: Path) -> str:
     return digest.hexdigest()[:20]
 
 
+def remove_run_folder(storage: str | Path, name: str) -> None:
+    """Delete Ray Train's folder ``storage/name`` (a local path or a pyarrow-supported URI)."""
+    if isinstance(storage, Path):
+        shutil.rmtree(storage / name, ignore_errors=True)
+        return
+    from pyarrow import fs
+
+    try:
+        filesystem, root = fs.FileSystem.from_uri(storage)
+        if filesystem.get_file_info(f"{root}/{name}").type != fs.FileType.NotFound:
+            filesystem.delete_dir(f"{root}/{name}")
+    except Exception as error:  # storage we cannot reach now: Ray fails clearly later if needed
+        log.warning("could not remove old checkpoints at %s/%s: %s", storage, name, error)
+
+
 def resumable_run_id(record: Path) -> str | None:
     """The MLflow run an interrupted training with the same key left behind, when it can be
     continued: it exists in the current store and did not finish."""
@@ -189,13 +204,16 @@ def train_stage(
     experiment_id = tracking.configure(params.tracking.experiment, uri)
     started = time.perf_counter()
     key = training_key(params, train_path, val_path, preprocessor_path)
-    storage = Path(os.environ.get(STORAGE_ENV) or model_dir / STORAGE_DIR).resolve()
+    # Checkpoints go to $FAIRTRAIN_RAY_STORAGE (a path or a URI such as s3://...) or next to
+    # the model; the resume record always stays local, next to the model.
+    remote = os.environ.get(STORAGE_ENV, "")
+    storage: str | Path = remote if "://" in remote else Path(remote or model_dir / STORAGE_DIR).resolve()
     name = f"fairtrain-train-{key}"
-    record = storage / f"{name}.json"
+    record = (model_dir / STORAGE_DIR).resolve() / f"{name}.json"
     resume_id = resumable_run_id(record)
     close_abandoned_runs(experiment_id, key, keep=resume_id)
-    if resume_id is None and (storage / name).exists():
-        shutil.rmtree(storage / name)  # checkpoints of a run that finished or is gone
+    if resume_id is None:
+        remove_run_folder(storage, name)  # checkpoints of a run that finished or is gone
     options = model_options(params, preprocessor, y_train)
 
     with training_run(resume_id, f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run:
@@ -207,7 +225,6 @@ def train_stage(
             restarts = int(client.get_run(run_id).data.tags.get("fairtrain.driver_restarts", "0")) + 1
             mlflow.set_tag("fairtrain.driver_restarts", restarts)
         else:
-            storage.mkdir(parents=True, exist_ok=True)
             write_json(record, {"run_id": run_id, "experiment_id": experiment_id, "key": key})
             mlflow.log_params(_flat_params(params))
             mlflow.set_tags(
@@ -282,7 +299,7 @@ def train_stage(
             save_model(model_dir / "model", state, architecture)
             os.replace(outcome.checkpoint_path, model_dir / CHECKPOINT_FILE)
         # The model is out: its checkpoints and resume record are no longer needed.
-        shutil.rmtree(storage / name, ignore_errors=True)
+        remove_run_folder(storage, name)
         record.unlink(missing_ok=True)
         write_json(metrics_path, summary)
         write_json(history_path, history)
