@@ -273,13 +273,59 @@ class TrainConfig(_Section):
     seed: int = 42
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
+    # Lightning precision; the mixed ones need GPUs (the stage fails fast on CPU).
+    precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
     max_epochs: int = Field(20, ge=1)
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1)  # per worker
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only (Nesterov when > 0)
     learning_rate: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["none", "cosine", "onecycle", "plateau"] = "none"
     weight_decay: float = Field(1e-4, ge=0)
+    gradient_clip_val: float = Field(0.0, ge=0)  # max gradient norm; 0 turns clipping off
     dropout: float = Field(0.1, ge=0, lt=1)
+    batch_norm: bool = False
     hidden_sizes: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
+    # Categoricals with more than two values go through a learned embedding whose width
+    # follows their cardinality (min(embedding_max_dim, round(1.6 * n**0.56))).
+    embeddings: bool = False
+    embedding_max_dim: int = Field(16, ge=1)
+    # Numeric columns through learned periodic embeddings (sin/cos of learned frequencies, then
+    # a per-column Linear + ReLU) instead of raw: `numeric_embedding_dim` outputs per column.
+    numeric_embedding: Literal["none", "periodic"] = "none"
+    numeric_embedding_dim: int = Field(8, ge=1)
+    numeric_embedding_frequencies: int = Field(16, ge=1)
+    numeric_embedding_sigma: float = Field(0.5, gt=0)  # std of the initial frequencies
+    class_weight: Literal["none", "balanced"] = "none"  # balanced: BCE pos_weight = negatives/positives
     early_stopping_patience: int = Field(3, ge=1)
+    # Fault tolerance: how often Ray may restart the worker group after a worker dies, and how
+    # many per-epoch checkpoints to keep (the best by val_loss and the latest are among them).
+    max_failures: int = Field(2, ge=0)
+    checkpoints_to_keep: int = Field(2, ge=1)
+
+
+class TuneConfig(_Section):
+    """Hyperparameter search (``pipelines/tune.py``, not a DVC stage): a grid over train keys,
+    trials stopped early by ASHA on val_loss."""
+
+    space: dict[str, list[Any]] = Field(default_factory=dict)  # train key -> values to try
+    num_samples: int = Field(1, ge=1)  # repeats of the grid
+    max_epochs: int = Field(20, ge=1)
+    grace_period: int = Field(2, ge=1)  # epochs a trial runs before ASHA may stop it
+    reduction_factor: int = Field(3, ge=2)
+    workers_per_trial: int = Field(1, ge=1)
+    max_concurrent_trials: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _space_names_train_keys(self) -> TuneConfig:
+        fixed = {"num_workers", "max_epochs", "use_gpu"}
+        unknown = [k for k in self.space if k not in TrainConfig.model_fields or k in fixed]
+        if unknown:
+            raise ValueError(f"space names keys that are not tunable train keys: {unknown}")
+        empty = [k for k, values in self.space.items() if not values]
+        if empty:
+            raise ValueError(f"space gives no values for {empty}")
+        return self
 
 
 # Metrics the champion non-regression gate can compare per group, and whether higher is better.
@@ -418,6 +464,7 @@ class Params(_Section):
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     # "register" would shadow ABCMeta.register on a pydantic model, so the attribute is
     # `registry` while the key in params.yaml stays `register`.

@@ -54,6 +54,8 @@ def test_two_workers_train_one_run_with_per_epoch_metrics(
     assert run.data.params["train.num_workers"] == "2"
     assert run.data.params["train.max_epochs"] == "3"
     assert run.inputs.dataset_inputs, "the training data's digest is logged as a run input"
+    system = {k for k in run.data.metrics if k.startswith("system/")}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
 
     summary = json.loads((tmp_path / "metrics/train.json").read_text())
     history = mlflow.MlflowClient().get_metric_history(ref.run_id, "val_loss")
@@ -93,3 +95,15 @@ def test_gpu_request_without_gpu_fails_fast_and_marks_the_run_failed(
     assert [r.info.status for r in runs] == ["FAILED"], "a failed training never stays RUNNING"
     assert not (tmp_path / "models/mlflow_run.json").exists(), "no run reference for a failed run"
     assert not np.any([p.name == "model.safetensors" for p in tmp_path.rglob("*")])
+
+
+def test_float16_mixed_precision_without_gpu_fails_fast(
+    local_ray, prepared, small_params, mlflow_store, tmp_path
+):
+    if ray.cluster_resources().get("GPU", 0) >= 1:
+        pytest.skip("this machine has a GPU")
+    params = shrink_params(small_params, train={"precision": "16-mixed", "num_workers": 1})
+    with pytest.raises(TrainingError, match=r"precision is 16-mixed, which needs GPUs"):
+        _train(params, prepared, tmp_path)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert [r.info.status for r in runs] == ["FAILED"]

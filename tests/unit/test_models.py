@@ -108,6 +108,15 @@ def test_hyperparameters_are_plain_values(trained):
         "dropout": 0.1,
         "learning_rate": 0.02,
         "weight_decay": 0.0,
+        "batch_norm": False,
+        "embeddings": None,
+        "numeric_embedding": None,
+        "optimizer": "adamw",
+        "momentum": 0.9,
+        "lr_schedule": "none",
+        "max_epochs": 1,
+        "steps_per_epoch": 1,
+        "pos_weight": None,
     }
     json.dumps(hparams)
 

@@ -28,14 +28,22 @@ def save_model(directory: str | Path, state_dict: dict[str, torch.Tensor], archi
         write_json(staging / ARCHITECTURE_FILE, architecture)
 
 
-def load_model(directory: str | Path) -> TabularMLP:
-    """Rebuild the network from its JSON architecture and safetensors weights, in eval mode."""
-    directory = Path(directory)
-    architecture = read_json(directory / ARCHITECTURE_FILE)
-    model = TabularMLP(
+def model_from_architecture(architecture: dict) -> TabularMLP:
+    """An untrained network of the shape ``architecture`` (the JSON written by ``save_model``)
+    describes; fields added later default to what older exports meant."""
+    return TabularMLP(
         n_features=int(architecture["n_features"]),
         hidden_sizes=[int(h) for h in architecture["hidden_sizes"]],
         dropout=float(architecture.get("dropout", 0.0)),
+        batch_norm=bool(architecture.get("batch_norm", False)),
+        embeddings=[[int(v) for v in block] for block in architecture.get("embeddings", [])],
+        numeric_embedding=architecture.get("numeric_embedding") or None,
     )
+
+
+def load_model(directory: str | Path) -> TabularMLP:
+    """Rebuild the network from its JSON architecture and safetensors weights, in eval mode."""
+    directory = Path(directory)
+    model = model_from_architecture(read_json(directory / ARCHITECTURE_FILE))
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     return model.eval()

@@ -1,18 +1,31 @@
-"""The train stage: one MLflow run, Ray Train workers, an exported model."""
+"""The train stage: one MLflow run, Ray Train workers, an exported model.
+
+The stage survives being killed: Ray Train checkpoints every epoch into a folder named after
+a hash of the training params and the input files, next to a small record of the MLflow run.
+A rerun with the same params and data finds both, reopens the same run and continues from
+the latest checkpoint; anything else starts a new run. The folder is removed once the model
+has been exported.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fairtrain import tracking
@@ -21,11 +34,120 @@ from fairtrain.data.preprocessing import Preprocessor, target_vector
 from fairtrain.errors import TrainingError
 from fairtrain.io import json_safe, read_json, write_json
 from fairtrain.models.export import save_model, state_dict_from_lightning_checkpoint
+from fairtrain.models.mlp import embedding_blocks
 from fairtrain.training.ray_runtime import ray_session
-from fairtrain.training.trainer import CHECKPOINT_FILE, TrainingData, train_distributed
+from fairtrain.training.trainer import STORAGE_ENV, TrainingData, train_distributed
+from fairtrain.training.worker import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
 HISTORY_KEYS = ("train_loss", "val_loss", "val_auc", "samples_per_second")
+STORAGE_DIR = ".ray-runs"  # under the model directory, unless $FAIRTRAIN_RAY_STORAGE is set
+SYSTEM_METRICS_INTERVAL_S = 5
+
+
+def training_key(params: Params, *inputs: Path) -> str:
+    """A hash of everything that determines the training: its params and its input files."""
+    digest = hashlib.sha256()
+    shaping = {
+        "train": params.train.model_dump(mode="json"),
+        "label": params.dataset.label,
+        "positive_class": params.dataset.positive_class,
+        "experiment": params.tracking.experiment,
+    }
+    digest.update(json.dumps(shaping, sort_keys=True).encode())
+    for path in inputs:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def remove_run_folder(storage: str | Path, name: str) -> None:
+    """Delete Ray Train's folder ``storage/name`` (a local path or a pyarrow-supported URI)."""
+    if isinstance(storage, Path):
+        shutil.rmtree(storage / name, ignore_errors=True)
+        return
+    from pyarrow import fs
+
+    try:
+        filesystem, root = fs.FileSystem.from_uri(storage)
+        if filesystem.get_file_info(f"{root}/{name}").type != fs.FileType.NotFound:
+            filesystem.delete_dir(f"{root}/{name}")
+    except Exception as error:  # storage we cannot reach now: Ray fails clearly later if needed
+        log.warning("could not remove old checkpoints at %s/%s: %s", storage, name, error)
+
+
+def resumable_run_id(record: Path) -> str | None:
+    """The MLflow run an interrupted training with the same key left behind, when it can be
+    continued: it exists in the current store and did not finish."""
+    if not record.exists():
+        return None
+    try:
+        run_id = str(json.loads(record.read_text())["run_id"])
+        status = MlflowClient().get_run(run_id).info.status
+    except (OSError, ValueError, KeyError, MlflowException) as error:
+        log.warning("ignoring %s: %s", record, error)
+        return None
+    if status == "FINISHED":
+        return None
+    log.info("resuming MLflow run %s (left %s) and its checkpoints", run_id, status)
+    return run_id
+
+
+def close_abandoned_runs(experiment_id: str, key: str, keep: str | None) -> None:
+    """Mark KILLED the runs of this training (same key) that a killed driver left RUNNING
+    before it could record them for resuming."""
+    client = MlflowClient()
+    abandoned = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`fairtrain.training_key` = '{key}' and attributes.status = 'RUNNING'",
+    )
+    for run in abandoned:
+        if run.info.run_id != keep:
+            log.warning("closing run %s, left RUNNING by a killed training, as KILLED", run.info.run_id)
+            client.set_terminated(run.info.run_id, "KILLED")
+
+
+@contextmanager
+def training_run(run_id: str | None, run_name: str) -> Iterator[mlflow.ActiveRun]:
+    """The training's MLflow run (a new one, or ``run_id`` reopened), closed FINISHED on
+    success, KILLED when interrupted (Ctrl-C, SIGTERM from `dvc repro`) and FAILED on any
+    error, so it is never left RUNNING by anything short of SIGKILL (which a rerun repairs)."""
+    mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+    mlflow.set_system_metrics_samples_before_logging(1)
+    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, log_system_metrics=True)
+    try:
+        yield run
+    except BaseException as error:
+        status = RunStatus.KILLED if isinstance(error, KeyboardInterrupt) else RunStatus.FAILED
+        with suppress(Exception):  # the store itself may be what failed
+            mlflow.end_run(RunStatus.to_string(status))
+        raise
+    mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+def model_options(params: Params, preprocessor: Preprocessor, y_train: np.ndarray) -> dict:
+    """What the network and loss need beyond the train params: embedding blocks from the
+    preprocessor's one-hot groups, the positive-class weight from the training labels."""
+    options: dict[str, object] = {"embedding_blocks": [], "numeric_embedding_spec": None, "pos_weight": None}
+    if params.train.numeric_embedding == "periodic":
+        groups = preprocessor.feature_groups
+        options["numeric_embedding_spec"] = {
+            "indices": [groups[column][0] for column in preprocessor.numeric],
+            "frequencies": params.train.numeric_embedding_frequencies,
+            "dim": params.train.numeric_embedding_dim,
+            "sigma": params.train.numeric_embedding_sigma,
+        }
+    if params.train.embeddings:
+        options["embedding_blocks"] = embedding_blocks(
+            preprocessor.feature_groups, list(preprocessor.categorical), params.train.embedding_max_dim
+        )
+    if params.train.class_weight == "balanced":
+        positives = float(np.sum(y_train))
+        if positives == 0 or positives == len(y_train):
+            raise TrainingError("train.class_weight is balanced but the training labels hold one class only")
+        options["pos_weight"] = (len(y_train) - positives) / positives
+    return options
 
 
 def features_and_target(
@@ -81,20 +203,44 @@ def train_stage(
     uri = tracking.resolve_tracking_uri()
     experiment_id = tracking.configure(params.tracking.experiment, uri)
     started = time.perf_counter()
-    # The run is closed FAILED by the context manager if anything below raises.
-    with mlflow.start_run(run_name=f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run:
+    key = training_key(params, train_path, val_path, preprocessor_path)
+    # Checkpoints go to $FAIRTRAIN_RAY_STORAGE (a path or a URI such as s3://...) or next to
+    # the model; the resume record always stays local, next to the model.
+    remote = os.environ.get(STORAGE_ENV, "")
+    storage: str | Path = remote if "://" in remote else Path(remote or model_dir / STORAGE_DIR).resolve()
+    name = f"fairtrain-train-{key}"
+    record = (model_dir / STORAGE_DIR).resolve() / f"{name}.json"
+    resume_id = resumable_run_id(record)
+    close_abandoned_runs(experiment_id, key, keep=resume_id)
+    if resume_id is None:
+        remove_run_folder(storage, name)  # checkpoints of a run that finished or is gone
+    options = model_options(params, preprocessor, y_train)
+
+    with training_run(resume_id, f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run:
         run_id = run.info.run_id
+        mlflow.set_tag("fairtrain.training_key", key)
         log.info("MLflow run %s in %s", run_id, uri)
-        mlflow.log_params(_flat_params(params))
-        mlflow.set_tags({"fairtrain.stage": "train", "fairtrain.num_workers": params.train.num_workers})
-        for name, frame, path in (("train", train, train_path), ("val", val, val_path)):
-            with warnings.catch_warnings():
-                # A local path matches two equivalent MLflow source types; it warns and picks one.
-                warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_pandas(
-                    frame, source=str(path.resolve()), name=name, targets=params.dataset.label
-                )
-            mlflow.log_input(dataset, context="training" if name == "train" else "validation")
+        if resume_id:
+            client = MlflowClient()
+            restarts = int(client.get_run(run_id).data.tags.get("fairtrain.driver_restarts", "0")) + 1
+            mlflow.set_tag("fairtrain.driver_restarts", restarts)
+        else:
+            write_json(record, {"run_id": run_id, "experiment_id": experiment_id, "key": key})
+            mlflow.log_params(_flat_params(params))
+            mlflow.set_tags(
+                {
+                    "fairtrain.stage": "train",
+                    "fairtrain.num_workers": params.train.num_workers,
+                }
+            )
+            for name_, frame, path in (("train", train, train_path), ("val", val, val_path)):
+                with warnings.catch_warnings():
+                    # A local path matches two equivalent MLflow source types; it warns and picks one.
+                    warnings.simplefilter("ignore", UserWarning)
+                    dataset = mlflow.data.from_pandas(
+                        frame, source=str(path.resolve()), name=name_, targets=params.dataset.label
+                    )
+                mlflow.log_input(dataset, context="training" if name_ == "train" else "validation")
 
         with ray_session(), tempfile.TemporaryDirectory(prefix=".staging-", dir=model_dir) as scratch:
             outcome = train_distributed(
@@ -103,6 +249,9 @@ def train_stage(
                 Path(scratch),
                 run_id=run_id,
                 tracking_uri=uri,
+                storage=storage,
+                name=name,
+                model_config=options,
             )
             if not outcome.history or "val_loss" not in outcome.best:
                 raise TrainingError("training finished without a validation loss for any epoch")
@@ -142,10 +291,16 @@ def train_stage(
                 "n_features": int(x_train.shape[1]),
                 "hidden_sizes": params.train.hidden_sizes,
                 "dropout": params.train.dropout,
+                "batch_norm": params.train.batch_norm,
+                "embeddings": options["embedding_blocks"],
+                "numeric_embedding": options["numeric_embedding_spec"],
                 "feature_names": preprocessor.feature_names,
             }
             save_model(model_dir / "model", state, architecture)
             os.replace(outcome.checkpoint_path, model_dir / CHECKPOINT_FILE)
+        # The model is out: its checkpoints and resume record are no longer needed.
+        remove_run_folder(storage, name)
+        record.unlink(missing_ok=True)
         write_json(metrics_path, summary)
         write_json(history_path, history)
         ref = tracking.RunRef(run_id=run_id, experiment_id=experiment_id, tracking_uri=uri)

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
+from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
+import ray
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 log = logging.getLogger("fairtrain.training")
 
+# Test hook (off unless set): a folder where each worker writes what it did. An epoch number
+# in its file PAUSE_FILE makes a first attempt pause after that epoch's checkpoint, so a test
+# can kill a process at a known point.
+PROBE_DIR_ENV = "FAIRTRAIN_TEST_PROBE_DIR"
+PAUSE_FILE = "pause_after_epoch"
+
 
 class EpochReporter(pl.Callback):
     """On global rank 0 only: print one progress line per epoch and log the epoch's metrics
     into the driver's MLflow run. Other ranks do nothing, so a run never gets duplicate or
-    stray entries, whatever the worker count."""
+    stray entries, whatever the worker count.
+
+    Its history is part of the checkpoint, so after a restart the driver still gets every
+    epoch, and epochs already in MLflow (logged before the failure) are not logged twice.
+    """
 
     def __init__(self, run_id: str | None, tracking_uri: str | None, samples_per_epoch: int) -> None:
         self.run_id = run_id
@@ -24,7 +39,29 @@ class EpochReporter(pl.Callback):
         self._client: MlflowClient | None = None
         self._started = 0.0
         self._logging = True
+        self._logged_steps: set[int] = set()
         self.history: list[dict] = []  # rank 0's per-epoch metrics, returned to the driver
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+
+    def _mlflow(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch and trainer.global_rank == 0:
+            log.info("resumed from the checkpoint of epoch %d", trainer.current_epoch)
+            if self.run_id:
+                try:
+                    history = self._mlflow().get_metric_history(self.run_id, "val_loss")
+                    self._logged_steps = {m.step for m in history}
+                except Exception as error:
+                    log.warning("cannot read the run's logged epochs: %s", error)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
@@ -47,13 +84,12 @@ class EpochReporter(pl.Callback):
             shown,
             f"{metrics['samples_per_second']:,.0f}",
         )
+        self.history = [row for row in self.history if row["epoch"] != epoch]
         self.history.append({"epoch": epoch, **metrics})
-        if self.run_id and self._logging:
+        if self.run_id and self._logging and epoch not in self._logged_steps:
             try:
-                if self._client is None:
-                    self._client = MlflowClient(self.tracking_uri)
                 now = int(time.time() * 1000)
-                self._client.log_batch(
+                self._mlflow().log_batch(
                     self.run_id,
                     metrics=[Metric(key=k, value=v, timestamp=now, step=epoch) for k, v in metrics.items()],
                 )
@@ -62,3 +98,50 @@ class EpochReporter(pl.Callback):
                 # driver logs whatever epochs are missing from the history it gets back.
                 log.warning("stopped logging epochs to MLflow from the worker: %s", error)
                 self._logging = False
+
+
+class TestProbe(pl.Callback):
+    """Test-only: each worker writes ``worker-<pid>.json`` (rank, node, pid, the epoch it
+    started at, its first epoch's training rows) into ``$FAIRTRAIN_TEST_PROBE_DIR``; when
+    that folder holds ``pause_after_epoch`` (k), the workers write ``paused`` after epoch k's
+    checkpoint was reported and sleep, so the test can kill a process there."""
+
+    def __init__(self, folder: Path, pause_after: int | None, batches: Any) -> None:
+        self.folder, self.pause_after, self.batches = folder, pause_after, batches
+        self.record: dict[str, Any] = {}
+
+    @classmethod
+    def from_environment(cls, batches: Any) -> TestProbe | None:
+        folder = os.environ.get(PROBE_DIR_ENV)
+        if not folder:
+            return None
+        pause = Path(folder) / PAUSE_FILE
+        return cls(Path(folder), int(pause.read_text()) if pause.exists() else None, batches)
+
+    def _write(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"worker-{os.getpid()}.json"
+        path.with_suffix(".tmp").write_text(json.dumps(self.record))
+        path.with_suffix(".tmp").replace(path)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        context = ray.train.get_context()
+        self.batches.set_epoch(trainer.current_epoch)
+        self.record = {
+            "pid": os.getpid(),
+            "rank": context.get_world_rank(),
+            "world_size": context.get_world_size(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "start_epoch": trainer.current_epoch,
+            "rows": self.batches.indices().tolist(),
+            "epochs_done": [],
+        }
+        self._write()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.record["epochs_done"].append(trainer.current_epoch)
+        self._write()
+        # A resumed run starts after its checkpoint's epoch, so it never pauses there again.
+        if trainer.current_epoch == self.pause_after:
+            (self.folder / "paused").write_text(str(os.getpid()))
+            time.sleep(120)

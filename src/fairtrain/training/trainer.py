@@ -17,14 +17,13 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from fairtrain.config import TrainConfig
 from fairtrain.errors import TrainingError
-from fairtrain.training.worker import train_loop_per_worker
+from fairtrain.training.worker import CHECKPOINT_FILE, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
 # Where Ray Train keeps its checkpoints. Multi-node clusters need storage every node can
-# reach (s3://..., an NFS mount); on one machine a temporary folder is enough.
+# reach (s3://..., an NFS mount); on one machine a local folder is enough.
 STORAGE_ENV = "FAIRTRAIN_RAY_STORAGE"
-CHECKPOINT_FILE = "checkpoint.ckpt"  # the name RayTrainReportCallback writes
 
 
 @dataclass
@@ -52,6 +51,11 @@ def scaling_config(params: TrainConfig) -> ScalingConfig:
                 f"cluster has {available:g} GPU(s); set train.use_gpu: false to train on CPU"
             )
     cpus = ray.cluster_resources().get("CPU", 0)
+    if params.precision == "16-mixed" and not params.use_gpu:
+        raise TrainingError(
+            "train.precision is 16-mixed, which needs GPUs (float16 autocast), but train.use_gpu is "
+            "false; use precision 32-true (or bf16-mixed) on CPU, or set use_gpu: true on a GPU cluster"
+        )
     if not params.use_gpu and cpus < params.num_workers:
         raise TrainingError(
             f"train.num_workers={params.num_workers} needs {params.num_workers} CPUs but the Ray "
@@ -66,17 +70,28 @@ def train_distributed(
     output_dir: Path,
     run_id: str | None = None,
     tracking_uri: str | None = None,
+    storage: str | Path | None = None,
+    name: str | None = None,
+    model_config: dict | None = None,
+    callbacks: list | None = None,
 ) -> TrainingOutcome:
-    """Train on ``params.num_workers`` Ray workers; needs a connected Ray session."""
+    """Train on ``params.num_workers`` Ray workers; needs a connected Ray session.
+
+    Checkpoints go to ``storage/name`` (``$FAIRTRAIN_RAY_STORAGE`` wins; a temporary folder,
+    removed afterwards, when neither is given). Ray restores a run whose folder already holds
+    checkpoints, so calling this again with the same ``storage`` and ``name`` after the
+    driver died continues from the latest checkpoint instead of starting over.
+    """
     config = {
         **params.model_dump(),
+        **(model_config or {}),
         "n_features": int(data.x_train.shape[1]),
         # One copy in the object store, shared zero-copy by workers on the same node.
         "data": ray.put({k: np.ascontiguousarray(v) for k, v in vars(data).items()}),
         "run_id": run_id,
         "tracking_uri": tracking_uri,
     }
-    storage = os.environ.get(STORAGE_ENV)
+    storage = os.environ.get(STORAGE_ENV) or storage
     scratch = None if storage else tempfile.mkdtemp(prefix="fairtrain-ray-")
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -84,12 +99,15 @@ def train_distributed(
         scaling_config=scaling_config(params),
         torch_config=TorchConfig(backend="nccl" if params.use_gpu else "gloo"),
         run_config=RunConfig(
-            name=f"fairtrain-{run_id or 'adhoc'}",
-            storage_path=storage or scratch,
+            name=name or f"fairtrain-{run_id or 'adhoc'}",
+            storage_path=str(storage or scratch),
             checkpoint_config=CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
+                num_to_keep=params.checkpoints_to_keep,
+                checkpoint_score_attribute="val_loss",
+                checkpoint_score_order="min",
             ),
-            failure_config=FailureConfig(max_failures=0),
+            failure_config=FailureConfig(max_failures=params.max_failures),
+            callbacks=callbacks,
         ),
     )
     try:

@@ -1,13 +1,17 @@
 """The loop each Ray Train worker runs: one ``pytorch_lightning.Trainer`` per worker.
 
-Ray wires the workers into one DDP process group (gloo on CPU, NCCL on GPU); Lightning's
-``DistributedSampler`` gives each worker its own shard of the batches, so N workers each see
-1/N of an epoch.
+Ray wires the workers into one DDP process group (gloo on CPU, NCCL on GPU). Each worker
+reads its own disjoint shard of the rows (``sharding.ShardBatches``), so N workers each see
+1/N of an epoch. Every epoch ends with a full Lightning checkpoint (weights, optimiser,
+scheduler, early-stopping state, loop position, metric history) reported to Ray; a worker
+group that Ray restarts after a failure, or a rerun of the stage, resumes from the latest.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +29,10 @@ from ray.train.lightning import (
 from torch.utils.data import DataLoader, TensorDataset
 
 from fairtrain.models.lightning_module import TabularClassifier
-from fairtrain.training.callbacks import EpochReporter
+from fairtrain.training.callbacks import EpochReporter, TestProbe
+from fairtrain.training.sharding import ShardBatches
+
+CHECKPOINT_FILE = RayTrainReportCallback.CHECKPOINT_NAME
 
 
 def _tensors(features: np.ndarray, target: np.ndarray) -> TensorDataset:
@@ -36,40 +43,68 @@ def _tensors(features: np.ndarray, target: np.ndarray) -> TensorDataset:
         return TensorDataset(torch.from_numpy(features), torch.from_numpy(target))
 
 
-def build_module(config: dict[str, Any]) -> TabularClassifier:
+def loader(dataset: TensorDataset, batches: ShardBatches) -> DataLoader:
+    # batch_size=None: the sampler yields whole batches of indices and the dataset gathers
+    # them in one indexing call (no per-row __getitem__, no collate).
+    return DataLoader(dataset, sampler=batches, batch_size=None)
+
+
+def build_module(config: dict[str, Any], steps_per_epoch: int = 1) -> TabularClassifier:
     return TabularClassifier(
         n_features=config["n_features"],
         hidden_sizes=config["hidden_sizes"],
         dropout=config["dropout"],
         learning_rate=config["learning_rate"],
         weight_decay=config["weight_decay"],
+        batch_norm=config.get("batch_norm", False),
+        embeddings=config.get("embedding_blocks") or None,
+        numeric_embedding=config.get("numeric_embedding_spec") or None,
+        optimizer=config.get("optimizer", "adamw"),
+        momentum=config.get("momentum", 0.9),
+        lr_schedule=config.get("lr_schedule", "none"),
+        max_epochs=config["max_epochs"],
+        steps_per_epoch=steps_per_epoch,
+        pos_weight=config.get("pos_weight"),
     )
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     """Entry point Ray calls on every worker with the same ``config``.
 
-    Returns the per-epoch metrics; Ray hands rank 0's return value to the driver.
+    Returns the per-epoch metrics (rank 0's reach the driver), including epochs run before a
+    restart: the history travels inside the checkpoint.
     """
     pl.seed_everything(config["seed"], workers=True, verbose=False)
+    context = ray.train.get_context()
+    world, rank = context.get_world_size(), context.get_world_rank()
     data = ray.get(config["data"])
     train_set = _tensors(data["x_train"], data["y_train"])
     val_set = _tensors(data["x_val"], data["y_val"])
-    train_loader = DataLoader(train_set, batch_size=config["batch_size"], shuffle=True)
-    val_loader = DataLoader(val_set, batch_size=max(config["batch_size"], 1024))
+    batch_size = config["batch_size"]
+    train_batches = ShardBatches(len(train_set), batch_size, world, rank, config["seed"], shuffle=True)
+    val_batches = ShardBatches(
+        len(val_set), max(batch_size, 1024), world, rank, config["seed"], shuffle=False
+    )
 
     reporter = EpochReporter(config.get("run_id"), config.get("tracking_uri"), len(train_set))
+    callbacks: list[pl.Callback] = [
+        EarlyStopping(monitor="val_loss", mode="min", patience=config["early_stopping_patience"]),
+        reporter,
+        RayTrainReportCallback(),
+    ]
+    probe = TestProbe.from_environment(train_batches)
+    if probe:
+        callbacks.append(probe)  # last: runs after the epoch's checkpoint was reported
     trainer = pl.Trainer(
         max_epochs=config["max_epochs"],
         accelerator="gpu" if config["use_gpu"] else "cpu",
         devices="auto",
+        precision=config.get("precision", "32-true"),
+        gradient_clip_val=config.get("gradient_clip_val") or None,
         strategy=RayDDPStrategy(),
         plugins=[RayLightningEnvironment()],
-        callbacks=[
-            EarlyStopping(monitor="val_loss", mode="min", patience=config["early_stopping_patience"]),
-            reporter,
-            RayTrainReportCallback(),
-        ],
+        callbacks=callbacks,
+        use_distributed_sampler=False,  # ShardBatches already shards
         logger=False,  # rank 0's EpochReporter logs to the one MLflow run
         enable_checkpointing=False,  # RayTrainReportCallback owns checkpoints
         enable_progress_bar=False,
@@ -77,5 +112,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         deterministic=True,
     )
     trainer = prepare_trainer(trainer)
-    trainer.fit(build_module(config), train_dataloaders=train_loader, val_dataloaders=val_loader)
+    module = build_module(config, steps_per_epoch=math.ceil(len(train_batches.indices()) / batch_size))
+    fit = {
+        "train_dataloaders": loader(train_set, train_batches),
+        "val_dataloaders": loader(val_set, val_batches),
+    }
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        trainer.fit(module, **fit)
+    else:
+        with checkpoint.as_directory() as folder:
+            trainer.fit(module, ckpt_path=str(Path(folder) / CHECKPOINT_FILE), **fit)
     return reporter.history

@@ -1,0 +1,211 @@
+"""Training throughput: the same model on the same data, four ways, in one run.
+
+    python benchmarks/train_throughput.py                 # CPU, Adult, 5 epochs
+    python benchmarks/train_throughput.py --device cuda   # one GPU (the Ray path then uses use_gpu)
+
+(a) a hand-written PyTorch loop (the practical limit), (b) a plain Lightning ``Trainer``,
+(c) the Ray Train path of the train stage with 1 and 2 workers. Every way trains the
+``TabularClassifier`` of params.yaml on the Adult training split (validate -> prepare ->
+augment, as the pipeline does) with the same batch size, and every "epoch" is one pass over
+the training rows plus one over the validation rows. Steady-state throughput is training
+rows per second over the epochs after the first (the first pays for warm-up); the Ray path's
+fixed start-up overhead is its wall time minus its epochs' time. On CPU every way uses one
+thread per worker (Ray gives each worker one CPU), so "per worker" ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from fairtrain.config import load_params
+from fairtrain.data.preprocessing import Preprocessor, target_vector
+from fairtrain.io import read_json
+from fairtrain.models.lightning_module import TabularClassifier
+from fairtrain.stages.augment_stage import augment_stage
+from fairtrain.stages.prepare_stage import prepare_stage
+from fairtrain.stages.validate_stage import validate_stage
+from fairtrain.training.sharding import ShardBatches, shard_indices
+from fairtrain.training.worker import build_module
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_data(params, folder: Path) -> dict[str, np.ndarray]:
+    validate_stage(params, ROOT / params.dataset.path, folder / "validated.parquet", folder / "v.json")
+    prepare_stage(params, folder / "validated.parquet", folder / "prepared", folder / "p.json")
+    augment_stage(params, folder / "prepared/train.parquet", folder / "train.parquet", folder / "a.json")
+    pre = Preprocessor.from_dict(read_json(folder / "prepared/preprocessor.json"))
+    train, val = pd.read_parquet(folder / "train.parquet"), pd.read_parquet(folder / "prepared/val.parquet")
+    return {
+        "x_train": pre.transform(train),
+        "y_train": target_vector(train, params.dataset),
+        "x_val": pre.transform(val),
+        "y_val": target_vector(val, params.dataset),
+    }
+
+
+def module_config(params, data) -> dict:
+    return {**params.train.model_dump(), "n_features": int(data["x_train"].shape[1])}
+
+
+def steady(epoch_seconds: list[float], rows: int) -> float:
+    later = epoch_seconds[1:] or epoch_seconds
+    return rows / statistics.median(later)
+
+
+def hand_loop(params, data, epochs: int, device: str) -> dict:
+    """The loop a person would write: index batches, forward, loss, backward, step."""
+    pl.seed_everything(params.train.seed, verbose=False)
+    config = module_config(params, data)
+    module = build_module(config).to(device)
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    x, y = torch.from_numpy(data["x_train"]).to(device), torch.from_numpy(data["y_train"]).to(device)
+    xv, yv = torch.from_numpy(data["x_val"]).to(device), torch.from_numpy(data["y_val"]).to(device)
+    times = []
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        module.train()
+        order = shard_indices(len(x), 1, 0, params.train.seed, epoch, shuffle=True).to(device)
+        for batch in order.split(params.train.batch_size):
+            loss = F.binary_cross_entropy_with_logits(module(x[batch]), y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        module.eval()
+        with torch.no_grad():
+            for batch in torch.arange(len(xv), device=device).split(max(params.train.batch_size, 1024)):
+                F.binary_cross_entropy_with_logits(module(xv[batch]), yv[batch])
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return {"epoch_seconds": times, "samples_per_second": steady(times, len(x))}
+
+
+class _Timer(pl.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # after validation, as in the hand loop
+        self.times.append(time.perf_counter() - self._started)
+
+
+def plain_lightning(params, data, epochs: int, device: str) -> dict:
+    pl.seed_everything(params.train.seed, verbose=False)
+    train = TensorDataset(torch.from_numpy(data["x_train"]), torch.from_numpy(data["y_train"]))
+    val = TensorDataset(torch.from_numpy(data["x_val"]), torch.from_numpy(data["y_val"]))
+    batch = params.train.batch_size
+    steps = math.ceil(len(train) / batch)
+    module: TabularClassifier = build_module(module_config(params, data), steps_per_epoch=steps)
+    timer = _Timer()
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        callbacks=[timer],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(
+        module,
+        DataLoader(train, sampler=ShardBatches(len(train), batch, 1, 0, params.train.seed), batch_size=None),
+        DataLoader(
+            val, sampler=ShardBatches(len(val), max(batch, 1024), 1, 0, 0, shuffle=False), batch_size=None
+        ),
+    )
+    return {"epoch_seconds": timer.times, "samples_per_second": steady(timer.times, len(train))}
+
+
+def ray_path(params, data, epochs: int, workers: int, device: str) -> dict:
+    import ray
+
+    from fairtrain.training.trainer import TrainingData, train_distributed
+
+    train_params = params.train.model_copy(
+        update={"num_workers": workers, "max_epochs": epochs, "early_stopping_patience": epochs + 1,
+                "use_gpu": device == "cuda"}
+    )  # fmt: skip
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        outcome = train_distributed(TrainingData(**data), train_params, Path(out))
+    wall = time.perf_counter() - started
+    rows = len(data["x_train"])
+    times = [rows / r["samples_per_second"] for r in outcome.history]
+    del ray
+    return {
+        "epoch_seconds": times,
+        "samples_per_second": steady(times, rows),
+        "wall_seconds": wall,
+        "overhead_seconds": wall - sum(times),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    params = load_params(args.params)
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # what each Ray worker gets (one CPU)
+    with tempfile.TemporaryDirectory() as folder:
+        data = load_data(params, Path(folder))
+    print(
+        f"Adult training split: {len(data['x_train']):,} rows x {data['x_train'].shape[1]} features, "
+        f"batch {params.train.batch_size}, {args.epochs} epochs, device {args.device}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    results = {"hand-written loop": hand_loop(params, data, args.epochs, args.device)}
+    results["plain Lightning"] = plain_lightning(params, data, args.epochs, args.device)
+
+    import ray
+
+    started = time.perf_counter()
+    # As the train stage starts it (training/ray_runtime.py): the dashboard serves the state API
+    # Ray Train's cleanup polls; without it Ray logs warnings every few seconds.
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR")
+    init_seconds = time.perf_counter() - started
+    try:
+        for workers in args.workers:
+            results[f"Ray Train, {workers} worker(s)"] = ray_path(
+                params, data, args.epochs, workers, args.device
+            )
+    finally:
+        ray.shutdown()
+
+    base = results["hand-written loop"]["samples_per_second"]
+    header = ("way", "samples/s", "per worker", "vs hand loop/worker", "fixed overhead")
+    print("\n{:28} {:>11} {:>11} {:>20} {:>15}".format(*header))
+    for name, r in results.items():
+        workers = int(name.split(", ")[1].split()[0]) if name.startswith("Ray") else 1
+        per_worker = r["samples_per_second"] / workers
+        overhead = f"{r['overhead_seconds']:.1f} s" if "overhead_seconds" in r else "-"
+        ratio = f"{per_worker / base:.2f}x"
+        print(f"{name:28} {r['samples_per_second']:>11,.0f} {per_worker:>11,.0f} {ratio:>20} {overhead:>15}")
+    print(f"\nray.init (local instance): {init_seconds:.1f} s, paid once per stage run, not per training")
+
+
+if __name__ == "__main__":
+    main()

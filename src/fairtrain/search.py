@@ -1,0 +1,177 @@
+"""Hyperparameter search with Ray Tune: the train stage's own training function per trial,
+ASHA early stopping on val_loss, one MLflow child run per trial under one parent run.
+
+Each trial is a ``TorchTrainer`` (``training.trainer.train_distributed``) run from a Tune
+function trainable, the layout Ray Train V2 supports; ``TuneReportCallback`` forwards every
+epoch's report to Tune, so ASHA sees val_loss per epoch and can stop a trailing trial.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from fairtrain.config import Params, TrainConfig
+from fairtrain.errors import ConfigError, TrainingError
+from fairtrain.training.trainer import TrainingData, train_distributed
+
+log = logging.getLogger(__name__)
+
+
+def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the space's values, in a stable order."""
+    keys = list(space)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(space[k] for k in keys))]
+
+
+def trial_params(params: Params, overrides: dict[str, Any]) -> TrainConfig:
+    raw = params.train.model_dump()
+    raw.update(overrides)
+    raw.update(num_workers=params.tune.workers_per_trial, max_epochs=params.tune.max_epochs)
+    return TrainConfig.model_validate(raw)
+
+
+def run_search(
+    params: Params,
+    data: TrainingData,
+    model_config: dict,
+    experiment_id: str,
+    tracking_uri: str,
+    storage: Path,
+) -> dict[str, Any]:
+    """Run the grid under ASHA; returns the best trial's overrides and metrics. Needs a Ray
+    session and an active MLflow parent run."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.tune.schedulers import ASHAScheduler
+
+    parent = mlflow.active_run()
+    if parent is None:
+        raise TrainingError("run_search needs an active MLflow run to hang the trials under")
+    parent_id = parent.info.run_id
+    space = params.tune.space
+    if not space:
+        raise ConfigError("params.yaml tune.space is empty: name at least one train key and its values")
+
+    def trial(config: dict[str, Any]) -> None:
+        overrides = {k: config[k] for k in space}
+        train_params = trial_params(params, overrides)
+        client = MlflowClient(tracking_uri)
+        name = "trial-" + "-".join(f"{k}={v}" for k, v in overrides.items())
+        child = client.create_run(
+            experiment_id,
+            run_name=name,
+            tags={"mlflow.parentRunId": parent_id, "fairtrain.stage": "tune"},
+        )
+        run_id = child.info.run_id
+        for key, value in train_params.model_dump(mode="json").items():
+            client.log_param(run_id, f"train.{key}", value)
+        with tempfile.TemporaryDirectory() as out:
+            try:
+                outcome = train_distributed(
+                    data,
+                    train_params,
+                    Path(out),
+                    run_id=run_id,
+                    tracking_uri=tracking_uri,
+                    storage=storage,
+                    name=f"tune-{parent_id[:8]}-{tune.get_context().get_trial_id()}",
+                    model_config=model_config,
+                    callbacks=[TuneReportCallback()],
+                )
+            except BaseException:
+                client.set_terminated(run_id, "FAILED")
+                raise
+        client.log_metric(run_id, "best_val_loss", float(outcome.best["val_loss"]))
+        client.set_terminated(run_id, "FINISHED")
+
+    tuner = tune.Tuner(
+        tune.with_resources(trial, {"cpu": 0.1}),  # the trial only waits; its workers hold the CPUs
+        param_space={k: tune.grid_search(v) for k, v in space.items()},
+        tune_config=tune.TuneConfig(
+            metric="val_loss",
+            mode="min",
+            num_samples=params.tune.num_samples,
+            max_concurrent_trials=params.tune.max_concurrent_trials,
+            scheduler=ASHAScheduler(
+                max_t=params.tune.max_epochs,
+                grace_period=min(params.tune.grace_period, params.tune.max_epochs),
+                reduction_factor=params.tune.reduction_factor,
+            ),
+        ),
+        run_config=tune.RunConfig(name=f"tune-{parent_id[:8]}", storage_path=str(storage), verbose=0),
+    )
+    results = tuner.fit()
+    close_stopped_trials(experiment_id, parent_id, tracking_uri)
+    best = results.get_best_result(metric="val_loss", mode="min", scope="all")
+    if best is None or best.metrics is None:
+        raise TrainingError("no trial reported a validation loss")
+    frame = best.metrics_dataframe
+    overrides = {k: best.config[k] for k in space}
+    summary = {
+        "best_overrides": overrides,
+        "best_val_loss": float(frame["val_loss"].min())
+        if frame is not None
+        else float(best.metrics["val_loss"]),
+        "trials": len(results),
+        "stopped_early": sum(
+            1
+            for r in results
+            if r.metrics and r.metrics.get("training_iteration", 0) < params.tune.max_epochs
+        ),
+    }
+    mlflow.log_params({f"best.{k}": v for k, v in overrides.items()})
+    mlflow.log_metric("best_val_loss", summary["best_val_loss"])
+    return summary
+
+
+def close_stopped_trials(experiment_id: str, parent_id: str, tracking_uri: str) -> None:
+    """ASHA stops a trial by ending its process, so its child run cannot close itself: close
+    every child still RUNNING as KILLED, tagged as stopped early."""
+    client = MlflowClient(tracking_uri)
+    # The trial processes may still be shutting down; give their last writes a moment.
+    time.sleep(1)
+    for run in client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'",
+    ):
+        client.set_tag(run.info.run_id, "fairtrain.tune.stopped_early", "true")
+        client.set_terminated(run.info.run_id, "KILLED")
+
+
+def write_back(params_path: Path, overrides: dict[str, Any]) -> None:
+    """Set ``train.<key>: value`` in params.yaml for each override, keeping comments and
+    layout (line edits inside the ``train:`` block, then a full re-validation)."""
+    import yaml
+
+    from fairtrain.config import params_from_dict
+    from fairtrain.io import atomic_path
+
+    lines = params_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == "train:"), None)
+    if start is None:
+        raise ConfigError(f"{params_path}: no top-level train: section")
+    end = next((i for i in range(start + 1, len(lines)) if re.match(r"^\S", lines[i])), len(lines))
+    for key, value in overrides.items():
+        pattern = re.compile(rf"^(  {re.escape(key)}:\s*)([^#\n]*?)(\s*(#.*)?)$")
+        rendered = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        for i in range(start + 1, end):
+            match = pattern.match(lines[i].rstrip("\n"))
+            if match:
+                lines[i] = f"{match.group(1)}{rendered}{match.group(3)}\n"
+                break
+        else:
+            lines.insert(end, f"  {key}: {rendered}\n")
+            end += 1
+    text = "".join(lines)
+    params_from_dict(yaml.safe_load(text), source=str(params_path))  # still valid
+    with atomic_path(params_path) as staging:
+        Path(staging).write_text(text, encoding="utf-8")

@@ -1,0 +1,159 @@
+"""Training knobs: embeddings, batch norm, optimisers and schedules, sharding, export."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from fairtrain.config import TrainConfig
+from fairtrain.models.export import load_model, save_model
+from fairtrain.models.lightning_module import TabularClassifier
+from fairtrain.models.mlp import TabularMLP, embedding_blocks, embedding_dim
+from fairtrain.training.sharding import ShardBatches, shard_indices
+
+
+def test_embedding_width_follows_cardinality_and_cap():
+    assert embedding_dim(2, 16) == 2  # never wider than the one-hot block
+    assert embedding_dim(7, 16) == round(1.6 * 7**0.56)
+    assert embedding_dim(42, 16) == 13
+    assert embedding_dim(1000, 16) == 16
+
+
+def test_embedding_blocks_cover_categoricals_with_more_than_two_values():
+    groups = {"age": [0], "sex": [1, 2], "job": [3, 4, 5, 6], "country": [7, 8, 9]}
+    assert embedding_blocks(groups, ["sex", "job", "country"], max_dim=2) == [[3, 7, 2], [7, 10, 2]]
+
+
+def test_a_one_hot_block_through_the_embedding_is_a_lookup():
+    torch.manual_seed(0)
+    model = TabularMLP(5, [4], embeddings=[[1, 5, 2]]).eval()
+    rows = torch.tensor([[0.5, 0, 0, 1, 0], [-1.0, 1, 0, 0, 0]])
+    table = model.embed[0].weight.T  # (cardinality, dim)
+    hidden_input = torch.cat([rows[:, :1], table[rows[:, 1:].argmax(1)]], dim=1)
+    torch.testing.assert_close(model(rows), model.net(hidden_input).squeeze(-1))
+
+
+def test_overlapping_or_out_of_range_blocks_are_refused():
+    with pytest.raises(ValueError, match="bad embedding block"):
+        TabularMLP(5, [4], embeddings=[[1, 4, 2], [3, 5, 2]])
+    with pytest.raises(ValueError, match="bad embedding block"):
+        TabularMLP(5, [4], embeddings=[[3, 6, 2]])
+
+
+def test_export_round_trip_keeps_embeddings_and_batch_norm(tmp_path):
+    torch.manual_seed(0)
+    model = TabularMLP(6, [8, 4], dropout=0.2, batch_norm=True, embeddings=[[2, 6, 3]])
+    model.train()
+    model(torch.randn(64, 6))  # moves the batch-norm running statistics away from their init
+    architecture = {
+        "n_features": 6,
+        "hidden_sizes": [8, 4],
+        "dropout": 0.2,
+        "batch_norm": True,
+        "embeddings": [[2, 6, 3]],
+    }
+    save_model(tmp_path / "m", model.state_dict(), architecture)
+    loaded = load_model(tmp_path / "m")
+    x = torch.randn(16, 6)
+    torch.testing.assert_close(loaded(x), model.eval()(x), rtol=0, atol=0)
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in loaded.modules())
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_shards_are_disjoint_equal_and_cover_every_row(world):
+    n = 101
+    shards = [shard_indices(n, world, r, seed=7, epoch=3, shuffle=True).tolist() for r in range(world)]
+    assert len({len(s) for s in shards}) == 1, "equal batch counts keep DDP's collectives in step"
+    assert set().union(*shards) == set(range(n))
+    padding = len(shards[0]) * world - n
+    assert sum(len(s) for s in shards) - len(set().union(*shards)) == padding < world
+    val = [shard_indices(n, world, r, 7, 0, shuffle=False).tolist() for r in range(world)]
+    assert sorted(r for shard in val for r in shard) == list(range(n)), "validation rows are read once"
+
+
+def test_shards_reshuffle_per_epoch_but_are_reproducible():
+    a = shard_indices(50, 2, 0, seed=1, epoch=0, shuffle=True)
+    assert torch.equal(a, shard_indices(50, 2, 0, seed=1, epoch=0, shuffle=True))
+    assert not torch.equal(a, shard_indices(50, 2, 0, seed=1, epoch=1, shuffle=True))
+    batches = ShardBatches(50, 8, 2, 1, seed=1)
+    batches.set_epoch(1)
+    assert len(list(batches)) == len(batches) == 4
+    assert torch.equal(torch.cat(list(batches)), shard_indices(50, 2, 1, 1, 1, True))
+
+
+def _fit(**options) -> dict:
+    torch.manual_seed(0)
+    x = torch.randn(512, 6)
+    y = (x[:, 0] + x[:, 1] > 0).float()
+    loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True)
+    module = TabularClassifier(
+        6, [16], 0.0, options.pop("lr", 0.01), 0.01, max_epochs=3, steps_per_epoch=8, **options
+    )
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, loader, loader)
+    return {"metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}, "trainer": trainer}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"optimizer": "sgd", "momentum": 0.9, "lr": 0.1},
+        {"lr_schedule": "cosine"},
+        {"lr_schedule": "onecycle"},
+        {"lr_schedule": "plateau"},
+        {"batch_norm": True, "pos_weight": 2.0},
+    ],
+)
+def test_every_optimiser_and_schedule_trains(options):
+    result = _fit(**dict(options))
+    assert result["metrics"]["val_auc"] > 0.9
+    optimizer = result["trainer"].optimizers[0]
+    expected = torch.optim.SGD if options.get("optimizer") == "sgd" else torch.optim.AdamW
+    assert isinstance(optimizer, expected)
+    schedulers = result["trainer"].lr_scheduler_configs
+    assert len(schedulers) == (0 if options.get("lr_schedule", "none") == "none" else 1)
+    # biases and norm parameters are not decayed
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
+
+
+def test_cosine_schedule_decays_the_learning_rate():
+    result = _fit(lr_schedule="cosine")
+    assert result["trainer"].optimizers[0].param_groups[0]["lr"] < 0.01 * 0.5
+
+
+def test_train_config_rejects_unknown_choices():
+    with pytest.raises(ValueError):
+        TrainConfig(optimizer="adam")
+    with pytest.raises(ValueError):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(ValueError):
+        TrainConfig(precision="16")
+
+
+def test_periodic_numeric_embedding_round_trips_and_keeps_input_gradients(tmp_path):
+    torch.manual_seed(0)
+    spec = {"indices": [0, 1], "frequencies": 4, "dim": 3, "sigma": 0.5}
+    model = TabularMLP(6, [8], embeddings=[[2, 6, 2]], numeric_embedding=spec)
+    architecture = {
+        "n_features": 6,
+        "hidden_sizes": [8],
+        "embeddings": [[2, 6, 2]],
+        "numeric_embedding": spec,
+    }
+    save_model(tmp_path / "m", model.state_dict(), architecture)
+    loaded = load_model(tmp_path / "m")
+    x = torch.randn(16, 6, requires_grad=True)
+    torch.testing.assert_close(loaded(x), model.eval()(x), rtol=0, atol=0)
+    loaded(x).sum().backward()
+    assert x.grad[:, :2].abs().sum() > 0, "Integrated Gradients needs gradients w.r.t. numeric inputs"
+    with pytest.raises(ValueError, match="numeric embedding"):
+        TabularMLP(6, [8], embeddings=[[2, 6, 2]], numeric_embedding={**spec, "indices": [0, 3]})
