@@ -83,3 +83,35 @@ def test_the_import_walk_finds_real_code():
     assert SRC / "fairtrain/training/worker.py" in train
     assert SRC / "fairtrain/data/preprocessing.py" in train
     assert PIPELINES / "_common.py" in train
+
+
+def _declared_params() -> set[str]:
+    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+    return {key for stage in stages.values() for key in stage.get("params", []) if isinstance(key, str)}
+
+
+def _missing_keys(params: dict, keys: set[str]) -> list[str]:
+    missing = []
+    for key in sorted(keys):
+        node = params
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(key)
+                break
+            node = node[part]
+    return missing
+
+
+@pytest.mark.parametrize(
+    "params_file",
+    [PROJECT_ROOT / "params.yaml", *sorted((PROJECT_ROOT / "examples").glob("*/params.yaml"))],
+    ids=lambda p: str(p.relative_to(PROJECT_ROOT)),
+)
+def test_every_params_file_has_every_key_the_stages_read(params_file):
+    # DVC refuses to run a stage whose params key is missing: a worked example copied over
+    # params.yaml must carry every key dvc.yaml lists, not only the ones it changes.
+    assert _missing_keys(yaml.safe_load(params_file.read_text()), _declared_params()) == []
+
+
+def test_the_params_key_check_finds_a_missing_key():
+    assert _missing_keys({"train": {"seed": 1}}, {"train.seed", "train.max_epochs"}) == ["train.max_epochs"]

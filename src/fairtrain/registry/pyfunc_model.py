@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 
+from fairtrain.data.parsing import bin_labels
 from fairtrain.data.preprocessing import Preprocessor
 from fairtrain.errors import DataValidationError
 from fairtrain.evaluation.decision_rule import apply_rule
@@ -25,6 +26,16 @@ from fairtrain.models.export import load_model
 MODEL_DIR = "model"
 PREPROCESSOR = "preprocessor"
 SERVING = "serving"
+
+
+def _rule_groups(rule: dict, column: pd.Series) -> np.ndarray:
+    """The mitigation group of each request row: the stripped text, or, for a binned numeric
+    sensitive feature, the label of the bin its value falls in (as prepare bins it)."""
+    if "bins" not in rule:
+        return column.astype(str).str.strip().to_numpy()
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    groups, _ = bin_labels(values, rule["bins"]["edges"], rule["bins"]["labels"])
+    return groups.astype(str).to_numpy()
 
 
 class FairtrainModel(mlflow.pyfunc.PythonModel):
@@ -58,6 +69,6 @@ class FairtrainModel(mlflow.pyfunc.PythonModel):
                 raise MlflowException.invalid_parameter_value(
                     f"the mitigated model needs the sensitive column {feature!r} in every request"
                 )
-            groups = frame[feature].astype(str).str.strip().to_numpy()
+            groups = _rule_groups(self.mitigation, frame[feature])
             decision = apply_rule(self.mitigation, probability, groups)
         return pd.DataFrame({"probability": probability, "label": self.classes[decision]})

@@ -117,7 +117,9 @@ def _mitigation(params, model, preprocessor, val, y_val, test, y_true, proba, y_
     config = settings.mitigation
     if not config.enabled:
         return {"enabled": False, "reason": "evaluate.mitigation.enabled is false"}, y_pred, fairness
-    feature = config.sensitive_feature or schema.sensitive_features[0]
+    raw_feature = config.sensitive_feature or schema.sensitive_features[0]
+    # A binned numeric feature is mitigated per bin: its group labels are in `<feature>_group`.
+    feature = schema.group_column(raw_feature) if raw_feature in schema.bins else raw_feature
     try:
         optimizer = mitigate.fit_optimizer(
             model, preprocessor.transform(val), y_val, val[feature].astype(str).to_numpy(), config
@@ -127,10 +129,12 @@ def _mitigation(params, model, preprocessor, val, y_val, test, y_true, proba, y_
             f"evaluate.mitigation: ThresholdOptimizer ({config.constraint}, {feature}) could not be "
             f"fitted on the validation split: {error}"
         ) from None
-    rule = mitigate.rule_from_optimizer(optimizer, config, feature, threshold)
+    rule = mitigate.rule_from_optimizer(optimizer, config, raw_feature, threshold)
+    if raw_feature in schema.bins:  # the served model bins the raw value the same way
+        rule["bins"] = schema.bins[raw_feature].model_dump(mode="json")
     served = mitigate.apply_rule(rule, proba, test[feature].astype(str).to_numpy())
     comparison, audit_after = mitigate.compare(
-        y_true, y_pred, served, test, schema.sensitive_features, settings.min_group_size
+        y_true, y_pred, served, test, schema.group_columns, settings.min_group_size
     )
     report = {
         "enabled": True,
@@ -181,7 +185,7 @@ def evaluate_stage(
     started = time.perf_counter()
     overall = classification_metrics(y_true, proba, threshold)
     overall["threshold_choice"] = choice
-    fairness = fairness_audit(y_true, y_pred, test, schema.sensitive_features, settings.min_group_size, proba)
+    fairness = fairness_audit(y_true, y_pred, test, schema.group_columns, settings.min_group_size, proba)
     timings["metrics_seconds"] = time.perf_counter() - started
 
     if settings.bootstrap_resamples:
@@ -197,7 +201,7 @@ def evaluate_stage(
             f"percentile bootstrap, {settings.bootstrap_resamples} resamples, "
             f"level {settings.confidence_level}"
         )
-        for feature in schema.sensitive_features:
+        for feature in schema.group_columns:
             by_group = bootstrap_metrics(
                 y_true, proba, threshold, groups=test[feature].astype(str).to_numpy(), **boot
             )["by_group"]
@@ -227,7 +231,7 @@ def evaluate_stage(
         sample,
         preprocessor.feature_groups,
         train_features,
-        {f: explained[f].astype(str).to_numpy() for f in schema.sensitive_features},
+        {f: explained[f].astype(str).to_numpy() for f in schema.group_columns},
         settings,
         settings.min_group_size,
         settings.confidence_level,
@@ -251,7 +255,7 @@ def evaluate_stage(
     if nonreg.enabled:
         tracking.configure_client()
         champion = score_champion(params.registry.model_name, test, schema)
-    gated = [f for f in schema.sensitive_features if fairness.get(f, {}).get("gated", True)]
+    gated = [f for f in schema.group_columns if fairness.get(f, {}).get("gated", True)]
     regression = non_regression(
         y_true,
         proba,
@@ -271,9 +275,9 @@ def evaluate_stage(
 
     started = time.perf_counter()
     plot_data = {
-        "roc_groups": plots.curves("roc", y_true, proba, test, schema.sensitive_features),
-        "pr_groups": plots.curves("pr", y_true, proba, test, schema.sensitive_features),
-        "group_metrics": plots.group_metric_bars(fairness, overall, schema.sensitive_features),
+        "roc_groups": plots.curves("roc", y_true, proba, test, schema.group_columns),
+        "pr_groups": plots.curves("pr", y_true, proba, test, schema.group_columns),
+        "group_metrics": plots.group_metric_bars(fairness, overall, schema.group_columns),
         "attribution_bars": plots.attribution_bars(attributions),
     }
     labels = [schema.negative_class, schema.positive_class]
@@ -285,7 +289,7 @@ def evaluate_stage(
             proba,
             y_pred,
             test,
-            schema.sensitive_features,
+            schema.group_columns,
             labels,
             plot_data["group_metrics"],
             plot_data["attribution_bars"],
@@ -315,7 +319,7 @@ def evaluate_stage(
         shutil.rmtree(scratch, ignore_errors=True)
 
     predictions = (
-        test[schema.sensitive_features].astype(str).assign(y_true=y_true, probability=proba, y_pred=y_pred)
+        test[schema.group_columns].astype(str).assign(y_true=y_true, probability=proba, y_pred=y_pred)
     )
     if mitigation["enabled"]:
         predictions["y_pred_mitigated"] = served
