@@ -54,6 +54,42 @@ class _Probability(nn.Module):
         return torch.sigmoid(self.model(features))
 
 
+class _EmbeddedProbability(nn.Module):
+    """The probability as a function of (features, periodic embedding of the numeric columns),
+    for models with a numeric embedding (``TabularMLP.head``): IG then runs along a straight
+    line in embedding space, as is usual for embedded inputs (words, say); completeness still
+    holds, f(x) − f(baseline) being the same two network values."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, numeric_embedded: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model.head(features, numeric_embedded))
+
+
+def _embedded_ig(
+    model: nn.Module, chunk: torch.Tensor, chunk_base: torch.Tensor, n_steps: int, internal_batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """IG through the numeric embedding; each numeric column gets the sum over its embedding."""
+    with torch.no_grad():
+        embedded = model.numeric_embed(chunk.index_select(1, model.numeric))
+        embedded_base = model.numeric_embed(chunk_base.index_select(1, model.numeric))
+    (on_features, on_embedding), delta = IntegratedGradients(_EmbeddedProbability(model)).attribute(
+        (chunk, embedded),
+        baselines=(chunk_base, embedded_base),
+        n_steps=n_steps,
+        internal_batch_size=internal_batch_size,
+        return_convergence_delta=True,
+    )
+    # The raw numeric columns do not reach ``head`` (their gradient is zero there): their
+    # attribution is what flowed through their slice of the embedding.
+    attributions = on_features.detach().clone()
+    per_numeric = on_embedding.detach().view(len(chunk), len(model.numeric), -1).sum(dim=-1)
+    attributions[:, model.numeric] += per_numeric
+    return attributions, delta.detach()
+
+
 def _tensor(values: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
 
@@ -66,12 +102,18 @@ def _ig_values(
     inputs = _tensor(features)
     base = _tensor(np.broadcast_to(baselines, features.shape).copy())
     explainer = IntegratedGradients(_Probability(model))
+    embedded = getattr(model, "numeric_embed", None) is not None
     # Captum evaluates rows x steps points; it needs internal_batch_size >= rows per call, so
     # rows go in chunks of internal_batch_size and memory stays bounded for any sample size.
     chunks, deltas = [], []
     for chunk, chunk_base in zip(
         torch.split(inputs, internal_batch_size), torch.split(base, internal_batch_size), strict=True
     ):
+        if embedded:
+            attributions, delta = _embedded_ig(model, chunk, chunk_base, n_steps, internal_batch_size)
+            chunks.append(attributions)
+            deltas.append(delta)
+            continue
         attributions, delta = explainer.attribute(
             chunk,
             baselines=chunk_base,

@@ -92,14 +92,24 @@ class TabularMLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self.embedding_blocks or self.numeric_embed is not None:
+        numeric = None
+        if self.numeric_embed is not None:
+            numeric = self.numeric_embed(features.index_select(1, self.numeric))
+        return self.head(features, numeric)
+
+    def head(self, features: torch.Tensor, numeric_embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """The logit from the features and the numeric columns' periodic embedding (computed
+        by ``forward``). Separate so Integrated Gradients can integrate along a straight path in
+        embedding space: along the raw inputs, sin/cos of large values oscillate and the
+        path integral needs thousands of steps to converge."""
+        if self.embedding_blocks or numeric_embedded is not None:
             parts = [features.index_select(1, self.passthrough)]
             parts += [
                 layer(features[:, s:e])
                 for layer, (s, e, _) in zip(self.embed, self.embedding_blocks, strict=True)
             ]
-            if self.numeric_embed is not None:
-                parts.append(self.numeric_embed(features.index_select(1, self.numeric)))
+            if numeric_embedded is not None:
+                parts.append(numeric_embedded)
             features = torch.cat(parts, dim=1)
         return self.net(features).squeeze(-1)
 
