@@ -26,6 +26,7 @@ RECORDED = (
     "fairness",
     "attributions",
     "gates",
+    "mitigation",
     "registered",
     "run",
 )
