@@ -242,7 +242,9 @@ def recorded() -> dict:
                 "max_share_over_tolerance": 0.05,
                 "passed": True,
                 "flagged_rows": [{"test_row": 4, "delta": 0.02}],
-                "reason": "3 of 200 explained rows (1.5%) have |convergence delta| > 0.01; within the allowed 5.0%",
+                "reason": (
+                    "3 of 200 explained rows (1.5%) have |convergence delta| > 0.01; within the allowed 5.0%"
+                ),
             },
             "stability": {
                 "method": "bootstrap over explained rows, 200 resamples, level 0.95",
@@ -330,7 +332,7 @@ def recorded() -> dict:
                     "champion": 0.9301,
                     "champion_interval": [0.91234567, 0.9456],
                     "passed": True,
-                    "reason": "sex=Female: challenger roc_auc 0.9391 is within or better than champion v2 0.9301",
+                    "reason": "sex=Female: challenger roc_auc 0.9391 is within or better than champion v2",
                 },
             ],
             "champion_non_regression": {
@@ -554,8 +556,8 @@ def test_model_examination_convergence_stability_groups_and_cross_check(card):
     section = _section(card, "Model examination")
     assert "baseline `train_mean`" in section
     assert (
-        "**Convergence check: passed** (tolerance 0.01 on |convergence delta|; share of explained rows over it 1.5%, allowed 5.0%)"
-        in section
+        "**Convergence check: passed** (tolerance 0.01 on |convergence delta|; "
+        "share of explained rows over it 1.5%, allowed 5.0%)" in section
     )
     assert "within the allowed 5.0%" in section
     assert "each resample's 0.971; the same top 3 columns in 87.5% of resamples" in section

@@ -375,8 +375,9 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;
 padding:0 1em;color:#1d1d1f;line-height:1.45}
 h1{border-bottom:2px solid #444;padding-bottom:.3em}h2{margin-top:0}
 section{border-top:1px solid #ddd;padding:1em 0}
-table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.92em}
-td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.85em;display:block;max-width:100%;
+overflow-x:auto}
+td,th{border:1px solid #ccc;padding:.25em .45em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}img{max-width:100%;height:auto;display:block;margin:.8em 0 .2em}
 code{background:#f5f5f5;padding:0 .2em}nav ol{columns:2}
 """
@@ -387,6 +388,8 @@ def render_model_card_html(markdown: str, title: str) -> str:
     (group names come from data), every ``##`` section becomes a ``<section>`` with an id, and a
     content-security policy forbids loading anything beyond the embedded data."""
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    # Keep an interval such as "0.938–0.964" on one line in narrow table cells (word joiner).
+    body = re.sub(r"(\d%?)–(\d)", "\\1–&#8288;\\2", body)
     parts = re.split(r"(?=<h2>)", body)
     head, sections, toc = parts[0], [], []
     for part in parts[1:]:
