@@ -861,3 +861,29 @@ def test_html_card_in_headless_chromium(params, recorded, figures_dir, registry,
     empty = [s["heading"] for s in seen["sections"] if s["body"] == 0]
     assert not empty, f"empty sections: {empty}"
     assert seen["external"] == []
+
+
+@pytest.mark.slow  # a real MLflow SQLite store (~3 s)
+def test_report_stage_without_a_mitigation_report_says_so(params, recorded, tmp_path, monkeypatch):
+    """The stage reads every recorded JSON; an absent mitigation report becomes one sentence."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    import mlflow
+
+    from fairtrain.stages.report_stage import report_stage
+
+    with mlflow.start_run() as run:
+        pass
+    recorded["run"] = {
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    inputs = {}
+    for name, payload in recorded.items():
+        if name == "mitigation":
+            continue
+        inputs[name] = tmp_path / f"{name}.json"
+        inputs[name].write_text(json.dumps(payload))
+    card = report_stage(params, inputs, tmp_path / "card.md", tmp_path / "card.html")
+    assert "No bias mitigation was applied (no mitigation report was given to the report stage)" in card
+    assert (tmp_path / "card.html").read_text().count("<section") >= 13
