@@ -64,6 +64,8 @@ def recorded() -> dict:
             "rows": {"train": 863, "val": 124, "test": 247},
             "positive_rate": {"train": 0.2411, "val": 0.2419, "test": 0.2429},
             "n_features": 23,
+            "content_sha256": {"input": "a" * 64, "train": "b" * 64, "val": "c" * 64, "test": "d" * 64},
+            "group_columns": ["sex", "race", "age_group"],
             "recorded": {
                 "dataset_path": "data/raw/tiny.csv",
                 "label": "income-per-year",
@@ -77,6 +79,7 @@ def recorded() -> dict:
                 "val_size": 0.1,
                 "log_transform": [],
                 "min_category_count": 5,
+                "bins": {"age": {"edges": [17, 30, 50, 91], "labels": ["17-29", "30-49", "50+"]}},
             },
         },
         "augment": {
@@ -88,6 +91,11 @@ def recorded() -> dict:
             "label_counts_after": {"<=50K": 655, ">50K": 327},
             "cells_before": [],
             "cells_after": [],
+            "steps": [{"step": "rebalance_random", "rows_before": 863, "rows_after": 982}],
+            "rows_by_group_and_label": {
+                "sex=Female|label=>50K": {"before": 40, "after": 63},
+                "sex=Female|label=<=50K": {"before": 250, "after": 250},
+            },
         },
         "train": {
             "epochs_run": 7,
@@ -108,6 +116,19 @@ def recorded() -> dict:
                 "dropout": 0.25,
                 "hidden_sizes": [32, 16],
                 "early_stopping_patience": 2,
+                "optimizer": "sgd",
+                "momentum": 0.9,
+                "lr_schedule": "cosine",
+                "precision": "bf16-mixed",
+                "batch_norm": True,
+                "embeddings": True,
+                "embedding_max_dim": 4,
+                "numeric_embedding": "periodic",
+                "numeric_embedding_dim": 3,
+                "numeric_embedding_frequencies": 5,
+                "class_weight": "balanced",
+                "max_failures": 2,
+                "gradient_clip_val": 0.0,
             },
         },
         "evaluation": {
@@ -168,6 +189,15 @@ def recorded() -> dict:
                 },
                 "min_group_size": 20,
                 "excluded_groups": [],
+                "intervals": {
+                    "Female": {
+                        "roc_auc": {"value": 0.9391, "lower": 0.9229, "upper": 0.9533},
+                        "accuracy": {"value": 0.9277, "lower": 0.9101, "upper": 0.9402},
+                        # undefined in the group: value and bounds null, with the reason
+                        "recall": {"value": None, "lower": None, "upper": None, "reason": "no positives"},
+                    },
+                    "Male": {"roc_auc": {"value": 0.8812, "lower": 0.8701, "upper": 0.8933}},
+                },
                 "demographic_parity_difference": 0.20682362,
                 "equalized_odds_difference": 0.10346770,
                 "all_groups": {
@@ -204,6 +234,71 @@ def recorded() -> dict:
                 {"column": "race", "mean_abs_attribution": 0.0205, "share": 0.1, "mean_attribution": -0.01},
             ],
             "convergence_delta": {"mean_abs": 0.000123, "max_abs": 0.000456, "p95_abs": 0.0003},
+            "baseline_kind": "train_mean",
+            "convergence": {
+                "tolerance": 0.01,
+                "rows_over_tolerance": 3,
+                "share_over_tolerance": 0.015,
+                "max_share_over_tolerance": 0.05,
+                "passed": True,
+                "flagged_rows": [{"test_row": 4, "delta": 0.02}],
+                "reason": (
+                    "3 of 200 explained rows (1.5%) have |convergence delta| > 0.01; within the allowed 5.0%"
+                ),
+            },
+            "stability": {
+                "method": "bootstrap over explained rows, 200 resamples, level 0.95",
+                "mean_rank_spearman": 0.9712,
+                "top_3_same_share": 0.875,
+                "columns": {
+                    name: {
+                        "rank": rank,
+                        "mean_abs_lower": 0.01,
+                        "mean_abs_upper": 0.2,
+                        "share_lower": low,
+                        "share_upper": high,
+                        "rank_lower": rank,
+                        "rank_upper": min(rank + 1, 3),
+                        "same_rank_share": 0.9,
+                    }
+                    for name, rank, low, high in (
+                        ("age", 1, 0.55, 0.65),
+                        ("sex", 2, 0.25, 0.35),
+                        ("race", 3, 0.05, 0.15),
+                    )
+                },
+            },
+            "by_group": {
+                "sex": {
+                    group: {
+                        "rows": rows,
+                        "small": rows < 20,
+                        "columns": {
+                            name: {
+                                "mean_abs_attribution": 0.1,
+                                "share": share,
+                                "mean_attribution": 0.0,
+                                "rank": rank,
+                            }
+                            for name, share, rank in columns
+                        },
+                    }
+                    for group, rows, columns in (
+                        ("Female", 12, (("age", 0.2, 2), ("sex", 0.7, 1), ("race", 0.1, 3))),
+                        ("Male", 188, (("age", 0.6, 1), ("sex", 0.3, 2), ("race", 0.1, 3))),
+                    )
+                }
+            },
+            "cross_check": {
+                "method": "feature_ablation",
+                "baseline": "training means",
+                "spearman_rank_correlation": 0.5,
+                "importance": [
+                    {"column": "sex", "mean_abs_attribution": 0.1, "share": 0.5, "mean_attribution": 0.0},
+                    {"column": "age", "mean_abs_attribution": 0.08, "share": 0.4, "mean_attribution": 0.0},
+                    {"column": "race", "mean_abs_attribution": 0.02, "share": 0.1, "mean_attribution": 0.0},
+                ],
+            },
         },
         "gates": {
             "passed": True,
@@ -217,15 +312,53 @@ def recorded() -> dict:
                     "reason": "roc_auc = 0.9128 meets the requirement >= 0.8",
                 },
                 {
+                    "name": "ece",
+                    "value": 0.0311,
+                    "threshold": 0.05,
+                    "passed": True,
+                    "reason": "ece = 0.0311 meets the requirement <= 0.05",
+                },
+                {
                     "name": "sex.demographic_parity_difference",
                     "value": 0.20682362,
                     "threshold": 0.25,
                     "passed": True,
                     "reason": "sex.demographic_parity_difference = 0.2068 meets the requirement <= 0.25",
                 },
+                {
+                    "name": "champion_non_regression.roc_auc.sex=Female",
+                    "value": 0.9391,
+                    "threshold": 0.91234567,
+                    "champion": 0.9301,
+                    "champion_interval": [0.91234567, 0.9456],
+                    "passed": True,
+                    "reason": "sex=Female: challenger roc_auc 0.9391 is within or better than champion v2",
+                },
             ],
+            "champion_non_regression": {
+                "status": "compared",
+                "reason": "compared with champion v2 on 1 group(s)",
+                "metric": "roc_auc",
+                "champion_version": "2",
+                "method": "champion rescored on this test split",
+                "groups": [
+                    {
+                        "feature": "sex",
+                        "group": "Female",
+                        "rows": 81,
+                        "challenger": 0.9391,
+                        "champion": 0.9301,
+                        "champion_lower": 0.91234567,
+                        "champion_upper": 0.9456,
+                        "passed": True,
+                        "reason": "within",
+                    }
+                ],
+            },
+            "decisions": "decision threshold",
             "summary": "all gates passed",
         },
+        "mitigation": {"enabled": False, "reason": "evaluate.mitigation.enabled is false"},
         "registered": {
             "model_name": "fairtrain-tiny",
             "version": 3,
@@ -236,6 +369,7 @@ def recorded() -> dict:
             "promotion_reason": "not promoted: test roc_auc 0.9128 does not beat champion v2 (0.9130)",
             "previous_champion": 2,
             "gates_passed": True,
+            "mitigated": False,
         },
         "run": {
             "run_id": "0123456789abcdef0123456789abcdef",
@@ -280,19 +414,19 @@ def test_numbers_from_the_recorded_outputs(card, recorded):
     assert "| log loss | 0.3141 |" in card
     assert "Test split, 247 rows. Decision threshold 0.500, chosen on the validation split" in card
     assert "validation loss 0.3457, validation ROC-AUC 0.9012" in card
-    assert "ran 7 epoch(s), best at epoch 5" in card
+    assert "ran 7 epoch(s) on 982 training rows in 12.5 s, best at epoch 5" in card
     assert "expanded to 23 model features" in card
     assert "863 training, 124 validation, 247 test rows" in card
     assert "training rows 863 → 982" in card
     assert "positive rate 24.3%" in card
     assert "1234 rows and 1 warning(s)" in card
     assert "77 missing value(s)" in card
-    assert "| Female | 81 | 0.110 | 0.665 | 0.039 | n/a | n/a | 0.928 |" in card  # no FNR/AUC recorded
-    assert "| Other | 7 | 0.000 | n/a | 0.000 | n/a | n/a | 1.000 |" in card
+    assert "| Female | 81 | no | 0.110 | 0.665 | 0.039 | n/a |" in card  # no FNR recorded
+    assert "| Other | 7 | small | 0.000 | n/a | 0.000 | n/a |" in card
     assert "demographic parity difference **0.2068**" in card
-    assert "| 1 | age | 0.1229 | 60.0% | 0.0068 |" in card
+    assert "| 1 | age | 0.1229 | 60.0% | 55.0%–65.0% | 1–2 | 0.0068 |" in card
     assert "mean 0.00012, max 0.00046" in card
-    assert "| roc_auc | 0.9128 | 0.8 | pass |" in card
+    assert "| roc_auc | 0.9128 | 0.8 | pass | roc_auc = 0.9128 meets the requirement >= 0.8 |" in card
 
 
 def test_registry_run_and_decision(card, recorded):
@@ -346,7 +480,7 @@ def test_failed_gates_and_no_augmentation(params, recorded):
     recorded["registered"]["aliases"] = []
     card = render_model_card(params, recorded)
     assert "**FAILED** — failed gates: roc_auc" in card
-    assert "| roc_auc | n/a | 0.8 | FAIL |" in card
+    assert "| roc_auc | n/a | 0.8 | FAIL | undefined |" in card
     assert "Oversampling" not in card
     assert "aliases" not in card
     assert "None" not in card
@@ -366,6 +500,219 @@ def test_intervals_threshold_rule_and_baselines_are_reported(card):
     # The stronger baseline is called out, not buried in the table.
     assert "hist gradient boosting baseline reaches a higher test ROC-AUC (0.9302)" in card
     assert "no intervals were computed" not in card
+
+
+# --- what the pipeline records since issues 3, 4, 5 and 7 -----------------------------------
+
+
+def _section(card: str, heading: str) -> str:
+    """The Markdown between ``## heading`` and the next ``## ``."""
+    start = card.index(f"\n## {heading}\n")
+    end = card.find("\n## ", start + 1)
+    return card[start : end if end != -1 else len(card)]
+
+
+def test_training_configuration_lists_every_recorded_hyperparameter(card, recorded):
+    section = _section(card, "Model details")
+    hyperparameters = recorded["train"]["hyperparameters"]
+    for key in hyperparameters:
+        assert re.search(rf"^\| {key} \| `[^`]+` \|$", section, flags=re.M), key
+    assert "| optimizer | `sgd` |" in section and "| lr_schedule | `cosine` |" in section
+    assert "| precision | `bf16-mixed` |" in section and "| class_weight | `balanced` |" in section
+    assert "| use_gpu | `false` |" in section and "| hidden_sizes | `32, 16` |" in section
+    assert "batch normalisation on" in section
+    assert "learned embeddings for categorical columns (at most 4 dimensions)" in section
+    assert "periodic numeric embeddings (5 frequencies, 3 outputs per column)" in section
+    assert "sgd (learning rate 0.002, schedule cosine" in section
+    assert "up to 2 worker-group restart(s) allowed" in section
+
+
+def test_data_provenance_hashes_bins_and_augmentation_steps(card):
+    section = _section(card, "Training data")
+    assert f"| train | `{'b' * 64}` |" in section and f"| input | `{'a' * 64}` |" in section
+    assert "stratified and audited on: `sex`, `race`, `age_group`" in section
+    assert "| age | 17, 30, 50, 91 | 17-29, 30-49, 50+ |" in section
+    assert "| rebalance_random | 863 | 982 |" in section
+    assert "| sex | Female | >50K | 40 | 63 |" in section
+    assert "<=50K: 655, >50K: 208" in section  # label counts written out, not as a Python dict
+    assert "{" not in section
+
+
+def test_per_group_metrics_with_intervals_and_small_groups(card):
+    section = _section(card, "Quantitative analyses")
+    by_sex = section[section.index("### By `sex`") : section.index("### By `race`")]
+    # value (lower–upper) from intervals.<group>.<metric>; only metrics some group records get a column
+    # (recall is null for every group: no column)
+    assert "| group | count | ROC-AUC | accuracy |\n" in by_sex
+    assert "| Female | 81 | 0.939 (0.923–0.953) | 0.928 (0.910–0.940) |\n" in by_sex
+    # no interval for Male's accuracy: the point value from groups, without bounds
+    assert "| Male | 166 | 0.881 (0.870–0.893) | 0.815 |\n" in by_sex
+    by_race = section[section.index("### By `race`") :]
+    assert "| Other (small) | 7 |" in by_race and "| Other | 7 | small |" in by_race
+    assert "not for this breakdown" in by_race  # intervals are on for sex but not recorded for race
+
+
+def test_model_examination_convergence_stability_groups_and_cross_check(card):
+    section = _section(card, "Model examination")
+    assert "baseline `train_mean`" in section
+    assert (
+        "**Convergence check: passed** (tolerance 0.01 on |convergence delta|; "
+        "share of explained rows over it 1.5%, allowed 5.0%)" in section
+    )
+    assert "within the allowed 5.0%" in section
+    assert "each resample's 0.971; the same top 3 columns in 87.5% of resamples" in section
+    assert "| sex | Female | 12 | small | sex (70.0%), age (20.0%), race (10.0%) |" in section
+    assert "| sex | Male | 188 | no | age (60.0%), sex (30.0%), race (10.0%) |" in section
+    assert "`feature_ablation`" in section and "with Integrated Gradients 0.500" in section
+    # a weak agreement between the two methods is called out in the caveats
+    assert "ranks the columns differently (Spearman 0.500)" in _section(card, "Caveats and recommendations")
+
+
+def test_failed_convergence_is_a_caveat(params, recorded):
+    recorded["attributions"]["convergence"].update(
+        passed=False, share_over_tolerance=0.128, reason="64 of 500 rows: raise evaluate.ig_steps"
+    )
+    card = render_model_card(params, recorded)
+    assert "**Convergence check: FAILED**" in card
+    assert "Reason: 64 of 500 rows: raise evaluate.ig_steps." in card
+    assert "convergence check failed (12.8% of explained rows" in _section(
+        card, "Caveats and recommendations"
+    )
+
+
+def test_gates_table_lists_every_check_with_reason_and_the_champion_comparison(card, recorded):
+    section = _section(card, "Gate decision")
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| gate")]
+    checks = recorded["gates"]["checks"]
+    gate_rows = rows[: len(checks)]
+    for check, row in zip(checks, gate_rows, strict=True):
+        assert row.startswith(f"| {check['name']} |") and row.endswith(f"| {check['reason']} |"), row
+    assert "| ece | 0.0311 | 0.05 | pass |" in section
+    assert "| champion_non_regression.roc_auc.sex=Female | 0.9391 | 0.9123 | pass |" in section
+    assert "compared, against champion v2" in section
+    assert "| sex | Female | 81 | 0.9391 | 0.9301 | 0.9123 – 0.9456 | pass |" in section
+    assert "judged on the decision threshold's decisions" in section
+
+
+def test_skipped_champion_check_is_shown_as_skipped(params, recorded):
+    reason = "no champion in the registry yet: nothing to regress from"
+    recorded["gates"]["checks"][-1] = {
+        "name": "champion_non_regression.roc_auc",
+        "value": None,
+        "threshold": "n/a (skipped)",
+        "passed": True,
+        "skipped": True,
+        "reason": f"skipped: {reason}",
+    }
+    recorded["gates"]["champion_non_regression"] = {
+        "status": "skipped",
+        "reason": reason,
+        "metric": "roc_auc",
+        "groups": [],
+    }
+    section = _section(render_model_card(params, recorded), "Gate decision")
+    assert (
+        f"| champion_non_regression.roc_auc | n/a | n/a (skipped) | skipped | skipped: {reason} |" in section
+    )
+    assert f"(`roc_auc` per group): skipped — {reason}." in section
+    assert "| feature | group | rows | challenger |" not in section
+
+
+def test_disabled_mitigation_is_one_sentence(card):
+    section = _section(card, "Bias mitigation")
+    body = section.split("\n## Bias mitigation\n", 1)[1].strip()
+    assert body == (
+        "No bias mitigation was applied (evaluate.mitigation.enabled is false): the registered model "
+        "serves the single decision threshold 0.500 for every group."
+    )
+
+
+def _mitigation_report() -> dict:
+    def audit(dpd, eod, female_rate):
+        return {
+            "demographic_parity_difference": dpd,
+            "equalized_odds_difference": eod,
+            "groups": {
+                "Female": {
+                    "count": 81,
+                    "accuracy": 0.93,
+                    "selection_rate": female_rate,
+                    "true_positive_rate": 0.66,
+                    "false_positive_rate": 0.04,
+                },
+                "Male": {
+                    "count": 166,
+                    "accuracy": 0.81,
+                    "selection_rate": 0.31,
+                    "true_positive_rate": 0.71,
+                    "false_positive_rate": 0.14,
+                },
+            },
+        }
+
+    return {
+        "enabled": True,
+        "fitted_on": "validation split",
+        "evaluated_on": "test split",
+        "rule": {
+            "method": "fairlearn.postprocessing.ThresholdOptimizer (prefit, predict_proba)",
+            "constraint": "equalized_odds",
+            "objective": "accuracy_score",
+            "sensitive_feature": "sex",
+            "seed": 42,
+            "fallback_threshold": 0.5,
+            "groups": {},
+        },
+        "before": {
+            "accuracy": 0.8523,
+            "selection_rate": 0.2429,
+            "fairness": {"sex": audit(0.2068, 0.1035, 0.11), "race": audit(0.1572, 0.1507, 0.11)},
+        },
+        "after": {
+            "accuracy": 0.8401,
+            "selection_rate": 0.2301,
+            "fairness": {"sex": audit(0.0512, 0.0311, 0.2), "race": audit(0.1401, 0.1302, 0.2)},
+        },
+    }
+
+
+def test_enabled_mitigation_is_a_before_after_table_and_names_the_registered_rule(params, recorded):
+    recorded["mitigation"] = _mitigation_report()
+    recorded["registered"]["mitigated"] = True
+    card = render_model_card(params, recorded)
+    section = _section(card, "Bias mitigation")
+    assert "No bias mitigation was applied" not in section
+    assert "constraint `equalized_odds` on `sex`" in section
+    assert "The registered version 3 serves this mitigated rule" in section
+    assert "| accuracy | 0.8523 | 0.8401 | -0.0122 |" in section
+    assert "| selection rate | 0.2429 | 0.2301 | -0.0128 |" in section
+    assert "| sex | demographic parity difference | 0.2068 | 0.0512 |" in section
+    assert "| sex | equalized odds difference | 0.1035 | 0.0311 |" in section
+    assert "| race | equalized odds difference | 0.1507 | 0.1302 |" in section
+    assert "| Female | 81 | 0.930 → 0.930 | 0.110 → 0.200 |" in section
+    assert "per-group thresholds of the mitigated rule" in _section(card, "Caveats and recommendations")
+    assert "None" not in card
+    # A registration that did not serve the rule is called out, not glossed over.
+    recorded["registered"]["mitigated"] = False
+    section = _section(render_model_card(params, recorded), "Bias mitigation")
+    assert "**The registered version 3 does not serve this rule**" in section
+
+
+def test_no_section_is_empty_and_no_python_or_nan_leaks(params, recorded):
+    recorded["mitigation"] = _mitigation_report()
+    recorded["fairness"]["sex"]["intervals"]["Male"]["brier"] = {
+        "value": float("nan"),
+        "lower": None,
+        "upper": None,
+    }
+    card = render_model_card(params, recorded)
+    for leak in ("None", "nan", "True", "False", "{'", "[]"):
+        assert not re.search(rf"(?<![\w-]){re.escape(leak)}(?![\w-])", card), leak
+    sections = re.split(r"^## ", card, flags=re.M)[1:]
+    assert len(sections) >= 13
+    for section in sections:
+        heading, _, body = section.partition("\n")
+        assert body.strip(), f"section {heading!r} is empty"
 
 
 # --- figures, registry context and the HTML card ----------------------------------------------
@@ -514,3 +861,29 @@ def test_html_card_in_headless_chromium(params, recorded, figures_dir, registry,
     empty = [s["heading"] for s in seen["sections"] if s["body"] == 0]
     assert not empty, f"empty sections: {empty}"
     assert seen["external"] == []
+
+
+@pytest.mark.slow  # a real MLflow SQLite store (~3 s)
+def test_report_stage_without_a_mitigation_report_says_so(params, recorded, tmp_path, monkeypatch):
+    """The stage reads every recorded JSON; an absent mitigation report becomes one sentence."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    import mlflow
+
+    from fairtrain.stages.report_stage import report_stage
+
+    with mlflow.start_run() as run:
+        pass
+    recorded["run"] = {
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    inputs = {}
+    for name, payload in recorded.items():
+        if name == "mitigation":
+            continue
+        inputs[name] = tmp_path / f"{name}.json"
+        inputs[name].write_text(json.dumps(payload))
+    card = report_stage(params, inputs, tmp_path / "card.md", tmp_path / "card.html")
+    assert "No bias mitigation was applied (no mitigation report was given to the report stage)" in card
+    assert (tmp_path / "card.html").read_text().count("<section") >= 13

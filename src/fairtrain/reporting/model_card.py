@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -104,15 +105,180 @@ def label_balance(augment: dict, positive_class: str) -> list[dict]:
 
 
 def _fmt(value: object, digits: int = 3) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.1%}"
+
+
+def _short(value: object, digits: int = 4) -> str:
+    """A number with at most ``digits`` decimals and no trailing zeros (thresholds: 0.8, not
+    0.8000); anything else as ``_fmt`` writes it."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.{digits}f}".rstrip("0").rstrip(".")
+    return _fmt(value)
+
+
+def _interval(interval: dict | None, digits: int = 3) -> str:
+    """``value (lower–upper)`` from ``{"value", "lower", "upper"}``; bounds omitted when absent."""
+    if not interval:
+        return "n/a"
+    text = _fmt(interval.get("value"), digits)
+    if interval.get("lower") is not None and interval.get("upper") is not None:
+        text += f" ({_fmt(interval['lower'], digits)}–{_fmt(interval['upper'], digits)})"
+    return text
+
+
+def _setting(value: object) -> str:
+    """A recorded configuration value as text: lists joined, mappings as key=value, no Python
+    reprs (``None``/``True``) in the card."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(_setting(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}={_setting(v)}" for k, v in value.items()) if value else "none"
+    return str(value)
+
+
+# The nine per-group metrics evaluate reports with bootstrap intervals, in card order.
+GROUP_METRICS = (
+    ("roc_auc", "ROC-AUC"),
+    ("pr_auc", "PR-AUC"),
+    ("accuracy", "accuracy"),
+    ("f1", "F1"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("log_loss", "log loss"),
+    ("brier", "Brier"),
+    ("ece", "ECE"),
+)
+
+
+def group_metric_table(audit: dict) -> dict:
+    """Per group of one audited feature: count, the small-group flag and each recorded metric
+    of the nine as ``value (lower–upper)``. The value comes from the interval record
+    (``intervals.<group>.<metric>``, evaluate's bootstrap) and falls back to the point value in
+    ``groups``; a metric no group has a value for gets no column (an intersection records only
+    ROC-AUC and accuracy). Returns ``{"columns": [(key, name)], "rows": [...]}``."""
+    intervals = audit.get("intervals") or {}
+    excluded = set(audit.get("excluded_groups", []))
+    records: dict[str, dict[str, dict | None]] = {}
+    for group, row in audit["groups"].items():
+        records[group] = {}
+        for key, _ in GROUP_METRICS:
+            record = (intervals.get(group) or {}).get(key)
+            if record is None and row.get(key) is not None:
+                record = {"value": row[key]}
+            elif record is not None and "value" not in record:
+                record = {**record, "value": row.get(key)}
+            records[group][key] = record
+    columns = [
+        (key, name)
+        for key, name in GROUP_METRICS
+        if any(r[key] is not None and r[key].get("value") is not None for r in records.values())
+    ]
+    rows = [
+        {
+            "group": group,
+            "count": row["count"],
+            "small": group in excluded,
+            "cells": [_interval(records[group][key]) for key, _ in columns],
+        }
+        for group, row in audit["groups"].items()
+    ]
+    return {"columns": columns, "rows": rows}
+
+
+def training_settings(hyperparameters: dict) -> list[tuple[str, str]]:
+    """Every recorded training hyperparameter as (key, text), in the order train.json lists them."""
+    return [(key, _setting(value)) for key, value in hyperparameters.items()]
+
+
+def augment_cells(augment: dict) -> list[dict]:
+    """``rows_by_group_and_label`` ("feature=group|label=label" → before/after) as table rows."""
+    rows = []
+    for key, counts in (augment.get("rows_by_group_and_label") or {}).items():
+        cell, _, label = key.rpartition("|label=")
+        feature, _, group = cell.partition("=")
+        rows.append(
+            {
+                "feature": feature,
+                "group": group,
+                "label": label,
+                "before": counts.get("before", 0),
+                "after": counts.get("after", 0),
+            }
+        )
+    return rows
+
+
+def attribution_rows(attributions: dict) -> list[dict]:
+    """The importance table with, where recorded, each column's share interval and rank
+    interval from the stability bootstrap."""
+    columns = (attributions.get("stability") or {}).get("columns", {})
+    rows = []
+    for rank, row in enumerate(attributions["importance"], start=1):
+        stable = columns.get(row["column"])
+        rows.append(
+            {
+                **row,
+                "rank": rank,
+                "share_interval": (
+                    f"{_pct(stable['share_lower'])}–{_pct(stable['share_upper'])}" if stable else "n/a"
+                ),
+                "rank_interval": (f"{stable['rank_lower']}–{stable['rank_upper']}" if stable else "n/a"),
+            }
+        )
+    return rows
+
+
+def top_columns_by_group(attributions: dict, top: int = 3) -> list[dict]:
+    """Per sensitive feature and group: rows explained, small flag and the ``top`` columns by
+    mean |attribution| with their shares."""
+    rows = []
+    for feature, groups in (attributions.get("by_group") or {}).items():
+        for group, record in groups.items():
+            ordered = sorted(record["columns"].items(), key=lambda item: item[1]["rank"])[:top]
+            rows.append(
+                {
+                    "feature": feature,
+                    "group": group,
+                    "rows": record["rows"],
+                    "small": record.get("small", False),
+                    "top": ", ".join(f"{c} ({_pct(v['share'])})" for c, v in ordered),
+                }
+            )
+    return rows
+
+
+def mitigation_rows(mitigation: dict) -> tuple[list[dict], list[dict]]:
+    """(overall, per-feature) before/after rows of an enabled mitigation report."""
+    before, after = mitigation["before"], mitigation["after"]
+    overall = [
+        {"metric": name, "before": before[key], "after": after[key]}
+        for key, name in (("accuracy", "accuracy"), ("selection_rate", "selection rate"))
+    ]
+    features = []
+    for feature, audit in before["fairness"].items():
+        mitigated = after["fairness"].get(feature, {})
+        for key, name in (
+            ("demographic_parity_difference", "demographic parity difference"),
+            ("equalized_odds_difference", "equalized odds difference"),
+        ):
+            features.append(
+                {"feature": feature, "metric": name, "before": audit.get(key), "after": mitigated.get(key)}
+            )
+    return overall, features
 
 
 def disparity_findings(fairness: dict) -> list[str]:
@@ -156,7 +322,7 @@ def render_model_card(
     registry: dict | None = None,
 ) -> str:
     """``recorded`` holds the parsed JSON outputs: validation, prepare, augment, train,
-    evaluation, fairness, attributions, gates, registered, run (the run reference).
+    evaluation, fairness, attributions, gates, mitigation, registered, run (the run reference).
     ``figures`` are placed in their sections, each shown with ``figure_src(figure)`` as its
     image source (a relative path for Markdown, a data URI for HTML). ``registry`` optionally
     holds what the MLflow registry recorded: ``lineage`` (the version's tags and creation time)
@@ -178,6 +344,9 @@ def render_model_card(
     )
     env.filters["fmt"] = _fmt
     env.filters["pct"] = _pct
+    env.filters["interval"] = _interval
+    env.filters["short"] = _short
+    env.filters["setting"] = _setting
     template = env.get_template("model_card.md.j2")
     return template.render(
         params=params,
@@ -187,6 +356,14 @@ def render_model_card(
         gate_thresholds={check["name"]: check["threshold"] for check in recorded["gates"]["checks"]},
         figures=by_section,
         balance=label_balance(recorded["augment"], recorded["prepare"]["recorded"]["positive_class"]),
+        group_tables={feature: group_metric_table(audit) for feature, audit in recorded["fairness"].items()},
+        settings=training_settings(recorded["train"]["hyperparameters"]),
+        augment_cells=augment_cells(recorded["augment"]),
+        attribution_rows=attribution_rows(recorded["attributions"]),
+        attribution_groups=top_columns_by_group(recorded["attributions"]),
+        mitigation_tables=(
+            mitigation_rows(recorded["mitigation"]) if recorded["mitigation"].get("enabled") else ([], [])
+        ),
         lineage=(registry or {}).get("lineage"),
         comparison=(registry or {}).get("comparison"),
         **recorded,
@@ -198,8 +375,9 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;
 padding:0 1em;color:#1d1d1f;line-height:1.45}
 h1{border-bottom:2px solid #444;padding-bottom:.3em}h2{margin-top:0}
 section{border-top:1px solid #ddd;padding:1em 0}
-table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.92em}
-td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.85em;display:block;max-width:100%;
+overflow-x:auto}
+td,th{border:1px solid #ccc;padding:.25em .45em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}img{max-width:100%;height:auto;display:block;margin:.8em 0 .2em}
 code{background:#f5f5f5;padding:0 .2em}nav ol{columns:2}
 """
@@ -210,6 +388,8 @@ def render_model_card_html(markdown: str, title: str) -> str:
     (group names come from data), every ``##`` section becomes a ``<section>`` with an id, and a
     content-security policy forbids loading anything beyond the embedded data."""
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    # Keep an interval such as "0.938–0.964" on one line in narrow table cells (word joiner).
+    body = re.sub(r"(\d%?)–(\d)", "\\1–&#8288;\\2", body)
     parts = re.split(r"(?=<h2>)", body)
     head, sections, toc = parts[0], [], []
     for part in parts[1:]:

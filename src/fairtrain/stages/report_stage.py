@@ -26,9 +26,18 @@ RECORDED = (
     "fairness",
     "attributions",
     "gates",
+    "mitigation",
     "registered",
     "run",
 )
+# Inputs a card can do without: their section then says in one sentence that they are absent.
+OPTIONAL = ("mitigation",)
+ABSENT = {
+    "mitigation": {
+        "enabled": False,
+        "reason": "no mitigation report was given to the report stage",
+    },
+}
 
 
 def report_stage(
@@ -38,10 +47,14 @@ def report_stage(
     html_path: Path | None = None,
     figures_dir: Path | None = None,
 ) -> str:
-    """``inputs`` maps each name in ``RECORDED`` to the JSON file that stage wrote;
+    """``inputs`` maps each name in ``RECORDED`` to the JSON file that stage wrote (those in
+    ``OPTIONAL`` may be missing or None);
     ``figures_dir`` holds evaluate's PNGs and their ``index.json`` (optional). Writes the
     Markdown card to ``output_path`` and, when given, the HTML card to ``html_path``."""
-    recorded = {name: read_json(inputs[name]) for name in RECORDED}
+    recorded = {
+        name: ABSENT[name] if name in OPTIONAL and inputs.get(name) is None else read_json(inputs[name])
+        for name in RECORDED
+    }
     with tracking.resume_run(tracking.RunRef.load(inputs["run"]), "report"):
         context = registry_context(MlflowClient(), recorded["registered"])
         card, page = render_model_card_files(params, recorded, output_path, figures_dir, context)
