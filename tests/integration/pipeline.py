@@ -19,7 +19,21 @@ from fairtrain.models.lightning_module import TabularClassifier
 from fairtrain.stages.evaluate_stage import OUTPUTS as EVAL_OUTPUTS
 from fairtrain.stages.evaluate_stage import evaluate_stage
 from fairtrain.stages.register_stage import register_stage
-from fairtrain.stages.train_stage import features_and_target
+from fairtrain.stages.train_stage import features_and_target, train_stage
+
+
+def train_with_ray(params, prepared, out: Path) -> dict:
+    """The real train stage (Ray workers) into ``out``'s models/, metrics/ and plots/."""
+    return train_stage(
+        params,
+        prepared["train"],
+        prepared["val"],
+        prepared["preprocessor"],
+        out / "models",
+        out / "models/mlflow_run.json",
+        out / "metrics/train.json",
+        out / "plots/train_history.json",
+    )
 
 
 def train_plain(params, prepared, model_dir: Path, epochs: int) -> None:

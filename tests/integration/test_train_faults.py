@@ -23,9 +23,10 @@ import pytest
 import ray
 import yaml
 
-from fairtrain.stages.train_stage import STORAGE_DIR, train_stage
+from fairtrain.stages.train_stage import STORAGE_DIR
 from fairtrain.training.callbacks import PAUSE_FILE, PROBE_DIR_ENV
 from tests.helpers import PROJECT_ROOT, shrink_params
+from tests.integration.pipeline import train_with_ray
 
 pytestmark = pytest.mark.slow
 
@@ -65,19 +66,6 @@ def _probes(probe_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(probe_dir.glob("worker-*.json"))]
 
 
-def _train(params, prepared, out: Path):
-    return train_stage(
-        params,
-        prepared["train"],
-        prepared["val"],
-        prepared["preprocessor"],
-        out / "models",
-        out / "models/mlflow_run.json",
-        out / "metrics/train.json",
-        out / "plots/train_history.json",
-    )
-
-
 def _history(out: Path) -> list[dict]:
     rows = json.loads((out / "plots/train_history.json").read_text())
     return [{k: v for k, v in r.items() if k != "samples_per_second"} for r in rows]
@@ -107,7 +95,7 @@ def reference(local_ray, probe_dir, prepared, fault_params, tmp_path_factory):
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment("Default")
         try:
-            _train(fault_params, prepared, out)
+            train_with_ray(fault_params, prepared, out)
         finally:
             del os.environ["MLFLOW_TRACKING_URI"]
         outs.append(out)
@@ -152,7 +140,7 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(
 
     killer = threading.Thread(target=kill_a_worker, daemon=True)
     killer.start()
-    ref = _train(fault_params, prepared, tmp_path)
+    ref = train_with_ray(fault_params, prepared, tmp_path)
     killer.join(timeout=5)
     assert "pid" in killed, "the test must have killed a worker"
     with pytest.raises(ProcessLookupError):

@@ -15,8 +15,8 @@ from sklearn.metrics import roc_auc_score
 from fairtrain.data.preprocessing import Preprocessor, target_vector
 from fairtrain.errors import TrainingError
 from fairtrain.models.export import load_model
-from fairtrain.stages.train_stage import train_stage
 from tests.helpers import shrink_params
+from tests.integration.pipeline import train_with_ray
 
 pytestmark = pytest.mark.slow
 
@@ -29,23 +29,10 @@ def local_ray():
     ray.shutdown()
 
 
-def _train(params, prepared, out):
-    return train_stage(
-        params,
-        prepared["train"],
-        prepared["val"],
-        prepared["preprocessor"],
-        out / "models",
-        out / "models/mlflow_run.json",
-        out / "metrics/train.json",
-        out / "plots/train_history.json",
-    )
-
-
 def test_two_workers_train_one_run_with_per_epoch_metrics(
     local_ray, prepared, small_params, mlflow_store, tmp_path
 ):
-    ref = _train(small_params, prepared, tmp_path)
+    ref = train_with_ray(small_params, prepared, tmp_path)
 
     runs = mlflow.search_runs(experiment_ids=[ref.experiment_id], output_format="list")
     assert [r.info.run_id for r in runs] == [ref.run_id], "workers must not open runs of their own"
@@ -90,7 +77,7 @@ def test_gpu_request_without_gpu_fails_fast_and_marks_the_run_failed(
         pytest.skip("this machine has a GPU")
     params = shrink_params(small_params, train={"use_gpu": True, "num_workers": 1})
     with pytest.raises(TrainingError, match=r"use_gpu is true .* 0 GPU"):
-        _train(params, prepared, tmp_path)
+        train_with_ray(params, prepared, tmp_path)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert [r.info.status for r in runs] == ["FAILED"], "a failed training never stays RUNNING"
     assert not (tmp_path / "models/mlflow_run.json").exists(), "no run reference for a failed run"
@@ -104,6 +91,6 @@ def test_float16_mixed_precision_without_gpu_fails_fast(
         pytest.skip("this machine has a GPU")
     params = shrink_params(small_params, train={"precision": "16-mixed", "num_workers": 1})
     with pytest.raises(TrainingError, match=r"precision is 16-mixed, which needs GPUs"):
-        _train(params, prepared, tmp_path)
+        train_with_ray(params, prepared, tmp_path)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert [r.info.status for r in runs] == ["FAILED"]

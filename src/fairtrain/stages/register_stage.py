@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from fairtrain import tracking
 from fairtrain.config import Params
 from fairtrain.errors import TrackingError
+from fairtrain.evaluation.champion import serving_rows
 from fairtrain.io import read_json, write_json
 from fairtrain.registry import promotion
 from fairtrain.registry import register as reg
@@ -23,16 +24,8 @@ EXAMPLE_ROWS = 5
 
 
 def input_example(test: pd.DataFrame, params: Params) -> pd.DataFrame:
-    """A few test rows as a user would send them: raw feature columns, numbers as floats (so
-    the signature accepts integers too), missing categories written with the file's marker."""
-    schema = params.dataset
-    rows = test[schema.feature_columns].head(EXAMPLE_ROWS).copy()
-    marker = schema.missing_values[0] if schema.missing_values else ""
-    for column in schema.numeric_features:
-        rows[column] = rows[column].astype("float64")
-    for column in schema.categorical_features:
-        rows[column] = rows[column].astype(object).where(rows[column].notna(), marker)
-    return rows.reset_index(drop=True)
+    """A few test rows as a user would send them (see ``serving_rows``)."""
+    return serving_rows(test.head(EXAMPLE_ROWS), params.dataset)
 
 
 def register_stage(
