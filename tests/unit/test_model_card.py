@@ -864,9 +864,10 @@ def test_html_card_in_headless_chromium(params, recorded, figures_dir, registry,
 
 
 @pytest.mark.slow  # a real MLflow SQLite store (~3 s)
-def test_report_stage_without_a_mitigation_report_says_so(params, recorded, tmp_path, monkeypatch):
+def test_report_stage_without_a_mitigation_report_says_so(params, recorded, tmp_path, mlflow_store):
     """The stage reads every recorded JSON; an absent mitigation report becomes one sentence."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # mlflow_store also sets MLflow's process-wide URI and experiment: an env var alone leaves
+    # them pointing at whatever store an earlier test in this process used.
     import mlflow
 
     from fairtrain.stages.report_stage import report_stage
