@@ -156,23 +156,22 @@ def _read_header(path: Path) -> list[str]:
         raise DataValidationError(f"{path}: unreadable file: {error}") from None
 
 
-def _reject_duplicates(path: Path, header: list[str]) -> None:
+def _reject_duplicates(path: Path, header: list[str], where: str = " in the header") -> None:
     duplicates = sorted({name for name in header if header.count(name) > 1})
     if duplicates:
-        raise DataValidationError(f"{path}: duplicate column names in the header: {duplicates}")
+        raise DataValidationError(f"{path}: duplicate column names{where}: {duplicates}")
+
+
+def _unreadable_parquet(path: Path, error: Exception) -> DataValidationError:
+    return DataValidationError(f"{path}: unreadable Parquet file (truncated or not Parquet): {error}")
 
 
 def _iter_parquet(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     try:
         handle = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as error:
-        raise DataValidationError(
-            f"{path}: unreadable Parquet file (truncated or not Parquet): {error}"
-        ) from None
-    names = handle.schema_arrow.names
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise DataValidationError(f"{path}: duplicate column names: {duplicates}")
+        raise _unreadable_parquet(path, error) from None
+    _reject_duplicates(path, handle.schema_arrow.names, where="")
     try:
         empty = True
         for batch in handle.iter_batches(batch_size=chunk_rows):
@@ -224,11 +223,6 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as error:
-        raise DataValidationError(
-            f"{path}: unreadable Parquet file (truncated or not Parquet): {error}"
-        ) from None
-    names = table.column_names
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise DataValidationError(f"{path}: duplicate column names: {duplicates}")
+        raise _unreadable_parquet(path, error) from None
+    _reject_duplicates(path, table.column_names, where="")
     return table.to_pandas()
