@@ -12,7 +12,7 @@ import itertools
 import logging
 import re
 import tempfile
-import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,11 @@ from fairtrain.errors import ConfigError, TrainingError
 from fairtrain.training.trainer import TrainingData, train_distributed
 
 log = logging.getLogger(__name__)
+
+TRIAL_TAG = "fairtrain.tune.trial_id"
+COMPLETED_TAG = "fairtrain.tune.completed"
+ERROR_TAG = "fairtrain.tune.error"
+STOPPED_TAG = "fairtrain.tune.stopped_early"
 
 
 def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -66,14 +71,17 @@ def run_search(
         train_params = trial_params(params, overrides)
         client = MlflowClient(tracking_uri)
         name = "trial-" + "-".join(f"{k}={v}" for k, v in overrides.items())
+        trial_id = tune.get_context().get_trial_id()
         child = client.create_run(
             experiment_id,
             run_name=name,
-            tags={"mlflow.parentRunId": parent_id, "fairtrain.stage": "tune"},
+            tags={"mlflow.parentRunId": parent_id, "fairtrain.stage": "tune", TRIAL_TAG: trial_id},
         )
         run_id = child.info.run_id
         for key, value in train_params.model_dump(mode="json").items():
             client.log_param(run_id, f"train.{key}", value)
+        # The trial never sets its run's status: a trial ASHA stops may be torn down at any
+        # point, even mid-write, so the driver closes every child from Tune's verdict instead.
         with tempfile.TemporaryDirectory() as out:
             try:
                 outcome = train_distributed(
@@ -83,15 +91,15 @@ def run_search(
                     run_id=run_id,
                     tracking_uri=tracking_uri,
                     storage=storage,
-                    name=f"tune-{parent_id[:8]}-{tune.get_context().get_trial_id()}",
+                    name=f"tune-{parent_id[:8]}-{trial_id}",
                     model_config=model_config,
                     callbacks=[TuneReportCallback()],
                 )
-            except BaseException:
-                client.set_terminated(run_id, "FAILED")
+            except BaseException as error:
+                client.set_tag(run_id, ERROR_TAG, f"{type(error).__name__}: {error}"[:500])
                 raise
         client.log_metric(run_id, "best_val_loss", float(outcome.best["val_loss"]))
-        client.set_terminated(run_id, "FINISHED")
+        client.set_tag(run_id, COMPLETED_TAG, "true")
 
     tuner = tune.Tuner(
         tune.with_resources(trial, {"cpu": 0.1}),  # the trial only waits; its workers hold the CPUs
@@ -110,7 +118,7 @@ def run_search(
         run_config=tune.RunConfig(name=f"tune-{parent_id[:8]}", storage_path=str(storage), verbose=0),
     )
     results = tuner.fit()
-    close_stopped_trials(experiment_id, parent_id, tracking_uri)
+    close_trial_runs(results, experiment_id, parent_id, tracking_uri)
     best = results.get_best_result(metric="val_loss", mode="min", scope="all")
     if best is None or best.metrics is None:
         raise TrainingError("no trial reported a validation loss")
@@ -133,18 +141,27 @@ def run_search(
     return summary
 
 
-def close_stopped_trials(experiment_id: str, parent_id: str, tracking_uri: str) -> None:
-    """ASHA stops a trial by ending its process, so its child run cannot close itself: close
-    every child still RUNNING as KILLED, tagged as stopped early."""
+def close_trial_runs(results: Iterable[Any], experiment_id: str, parent_id: str, tracking_uri: str) -> None:
+    """Give every child run its final status from Tune's outcome for its trial: FINISHED when
+    the trial's function completed, FAILED when Tune recorded an error, otherwise KILLED and
+    tagged as stopped early (ASHA ends a trailing trial by tearing it down, so it cannot close
+    its own run). The driver is the only writer of these statuses, so a trial torn down
+    mid-write cannot leave its run RUNNING or overwrite the verdict."""
     client = MlflowClient(tracking_uri)
-    # The trial processes may still be shutting down; give their last writes a moment.
-    time.sleep(1)
+    by_trial = {(r.metrics or {}).get("trial_id"): r for r in results}
     for run in client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'",
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
     ):
-        client.set_tag(run.info.run_id, "fairtrain.tune.stopped_early", "true")
-        client.set_terminated(run.info.run_id, "KILLED")
+        tags = run.data.tags
+        result = by_trial.get(tags.get(TRIAL_TAG))
+        if tags.get(COMPLETED_TAG) == "true":
+            status = "FINISHED"
+        elif (result is not None and result.error is not None) or (result is None and ERROR_TAG in tags):
+            status = "FAILED"  # a trial that failed before its first report has no metrics
+        else:
+            status = "KILLED"
+            client.set_tag(run.info.run_id, STOPPED_TAG, "true")
+        client.set_terminated(run.info.run_id, status)
 
 
 def write_back(params_path: Path, overrides: dict[str, Any]) -> None:

@@ -1,0 +1,50 @@
+"""The search's driver closes every trial's child run from Tune's verdict (real SQLite store;
+the Tune results are plain records with the two fields the driver reads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow import MlflowClient
+
+from fairtrain.search import COMPLETED_TAG, ERROR_TAG, STOPPED_TAG, TRIAL_TAG, close_trial_runs
+
+
+@dataclass
+class TrialResult:
+    metrics: dict
+    error: Exception | None = None
+
+
+def test_each_child_gets_the_status_tune_gave_its_trial(mlflow_store):
+    client = MlflowClient(mlflow_store)
+    experiment_id = client.create_experiment("tune")
+    parent = client.create_run(experiment_id).info.run_id
+
+    def child(trial_id: str, **tags: str) -> str:
+        base = {"mlflow.parentRunId": parent, TRIAL_TAG: trial_id}
+        return client.create_run(experiment_id, tags={**base, **tags}).info.run_id
+
+    completed = child("t1", **{COMPLETED_TAG: "true"})
+    stopped = child("t2", **{ERROR_TAG: "TrainingError: aborted"})  # torn down by ASHA
+    crashed = child("t3", **{ERROR_TAG: "ValueError: bad"})
+    silent = child("t4", **{ERROR_TAG: "ValueError: before any report"})
+    unrelated = client.create_run(experiment_id).info.run_id
+    results = [
+        TrialResult({"trial_id": "t1"}),
+        TrialResult({"trial_id": "t2"}),
+        TrialResult({"trial_id": "t3"}, error=ValueError("bad")),
+        TrialResult({}, error=ValueError("before any report")),
+    ]
+
+    close_trial_runs(results, experiment_id, parent, mlflow_store)
+
+    def status(run_id: str) -> str:
+        return client.get_run(run_id).info.status
+
+    assert status(completed) == "FINISHED"
+    assert status(stopped) == "KILLED"
+    assert client.get_run(stopped).data.tags[STOPPED_TAG] == "true"
+    assert status(crashed) == "FAILED" and status(silent) == "FAILED"
+    assert STOPPED_TAG not in client.get_run(crashed).data.tags
+    assert status(unrelated) == "RUNNING", "runs outside the search are left alone"
