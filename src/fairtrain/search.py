@@ -84,7 +84,7 @@ def run_search(
         # point, even mid-write, so the driver closes every child from Tune's verdict instead.
         with tempfile.TemporaryDirectory() as out:
             try:
-                outcome = train_distributed(
+                train_distributed(
                     data,
                     train_params,
                     Path(out),
@@ -98,7 +98,8 @@ def run_search(
             except BaseException as error:
                 client.set_tag(run_id, ERROR_TAG, f"{type(error).__name__}: {error}"[:500])
                 raise
-        client.log_metric(run_id, "best_val_loss", float(outcome.best["val_loss"]))
+        # Usually not reached for a trial at tune.max_epochs: Tune stops it as soon as its last
+        # epoch is reported. The driver closes it from that report either way.
         client.set_tag(run_id, COMPLETED_TAG, "true")
 
     tuner = tune.Tuner(
@@ -118,7 +119,7 @@ def run_search(
         run_config=tune.RunConfig(name=f"tune-{parent_id[:8]}", storage_path=str(storage), verbose=0),
     )
     results = tuner.fit()
-    close_trial_runs(results, experiment_id, parent_id, tracking_uri)
+    close_trial_runs(results, params.tune.max_epochs, experiment_id, parent_id, tracking_uri)
     best = results.get_best_result(metric="val_loss", mode="min", scope="all")
     if best is None or best.metrics is None:
         raise TrainingError("no trial reported a validation loss")
@@ -141,27 +142,36 @@ def run_search(
     return summary
 
 
-def close_trial_runs(results: Iterable[Any], experiment_id: str, parent_id: str, tracking_uri: str) -> None:
-    """Give every child run its final status from Tune's outcome for its trial: FINISHED when
-    the trial's function completed, FAILED when Tune recorded an error, otherwise KILLED and
-    tagged as stopped early (ASHA ends a trailing trial by tearing it down, so it cannot close
-    its own run). The driver is the only writer of these statuses, so a trial torn down
-    mid-write cannot leave its run RUNNING or overwrite the verdict."""
+def close_trial_runs(
+    results: Iterable[Any], max_epochs: int, experiment_id: str, parent_id: str, tracking_uri: str
+) -> None:
+    """Give every child run its final status from Tune's outcome for its trial, and its best
+    val_loss: FAILED when Tune recorded an error; FINISHED when the trial reported all
+    ``max_epochs`` epochs or its function returned (early stopping); otherwise KILLED and
+    tagged as stopped early by ASHA.
+
+    Tune tears a trial down as soon as its scheduler decides (ASHA's stop, or the last
+    epoch reaching ``max_t``), possibly mid-write, so the trials set no status themselves:
+    the driver is the only writer and no run is left RUNNING or overwritten later.
+    """
     client = MlflowClient(tracking_uri)
     by_trial = {(r.metrics or {}).get("trial_id"): r for r in results}
-    for run in client.search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
-    ):
-        tags = run.data.tags
+    children = f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    for run in client.search_runs([experiment_id], filter_string=children):
+        run_id, tags = run.info.run_id, run.data.tags
         result = by_trial.get(tags.get(TRIAL_TAG))
-        if tags.get(COMPLETED_TAG) == "true":
+        epochs = (result.metrics or {}).get("training_iteration", 0) if result is not None else 0
+        frame = getattr(result, "metrics_dataframe", None)
+        if frame is not None and "val_loss" in frame and len(frame):
+            client.log_metric(run_id, "best_val_loss", float(frame["val_loss"].min()))
+        if (result is not None and result.error is not None) or (result is None and ERROR_TAG in tags):
+            status = "FAILED"  # a trial that failed before its first report has no result metrics
+        elif epochs >= max_epochs or tags.get(COMPLETED_TAG) == "true":
             status = "FINISHED"
-        elif (result is not None and result.error is not None) or (result is None and ERROR_TAG in tags):
-            status = "FAILED"  # a trial that failed before its first report has no metrics
         else:
             status = "KILLED"
-            client.set_tag(run.info.run_id, STOPPED_TAG, "true")
-        client.set_terminated(run.info.run_id, status)
+            client.set_tag(run_id, STOPPED_TAG, "true")
+        client.set_terminated(run_id, status)
 
 
 def write_back(params_path: Path, overrides: dict[str, Any]) -> None:

@@ -37,7 +37,9 @@ def test_write_back_edits_train_keys_and_keeps_comments(tmp_path):
 def test_search_logs_each_trial_as_a_child_run_and_writes_the_best_back(prepared, small_params, tmp_path):
     raw = small_params.model_dump(mode="json", by_alias=True)
     raw["tune"] = {
-        "space": {"learning_rate": [0.0001, 0.01]},
+        # The good rate first: trials run one at a time, so when the poor one reaches ASHA's
+        # rung (epoch 1) there is a better result there and ASHA stops it.
+        "space": {"learning_rate": [0.01, 0.0001]},
         "max_epochs": 2,
         "grace_period": 1,
         "workers_per_trial": 1,
@@ -59,6 +61,7 @@ def test_search_logs_each_trial_as_a_child_run_and_writes_the_best_back(prepared
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["trials"] == 2
+    assert summary["stopped_early"] == 1, "ASHA stopped the trailing trial after its first epoch"
     # A learning rate of 0.0001 for 2 epochs cannot beat 0.01 on val_loss.
     assert summary["best_overrides"] == {"learning_rate": 0.01}
     assert load_params(params_file).train.learning_rate == 0.01
@@ -70,6 +73,10 @@ def test_search_logs_each_trial_as_a_child_run_and_writes_the_best_back(prepared
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(runs) == 3 and len(children) == 2, "one parent, one child per trial, nothing else"
     assert all(r.info.status in ("FINISHED", "KILLED") for r in runs), "no run left RUNNING"
+    by_rate = {c.data.params["train.learning_rate"]: c for c in children}
+    assert by_rate["0.01"].info.status == "FINISHED"
+    assert by_rate["0.0001"].info.status == "KILLED"
+    assert by_rate["0.0001"].data.tags.get("fairtrain.tune.stopped_early") == "true"
     assert sorted(c.data.params["train.learning_rate"] for c in children) == ["0.0001", "0.01"]
     for child in children:
         assert client.get_metric_history(child.info.run_id, "val_loss"), "each trial logs its epochs"

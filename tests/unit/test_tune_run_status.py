@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 from mlflow import MlflowClient
 
 from fairtrain.search import COMPLETED_TAG, ERROR_TAG, STOPPED_TAG, TRIAL_TAG, close_trial_runs
@@ -14,6 +15,7 @@ from fairtrain.search import COMPLETED_TAG, ERROR_TAG, STOPPED_TAG, TRIAL_TAG, c
 class TrialResult:
     metrics: dict
     error: Exception | None = None
+    metrics_dataframe: pd.DataFrame | None = None
 
 
 def test_each_child_gets_the_status_tune_gave_its_trial(mlflow_store):
@@ -25,24 +27,30 @@ def test_each_child_gets_the_status_tune_gave_its_trial(mlflow_store):
         base = {"mlflow.parentRunId": parent, TRIAL_TAG: trial_id}
         return client.create_run(experiment_id, tags={**base, **tags}).info.run_id
 
-    completed = child("t1", **{COMPLETED_TAG: "true"})
+    completed = child("t1", **{COMPLETED_TAG: "true"})  # ended early by its own patience
+    last_epoch = child("t5")  # torn down by Tune right after its last epoch's report
     stopped = child("t2", **{ERROR_TAG: "TrainingError: aborted"})  # torn down by ASHA
     crashed = child("t3", **{ERROR_TAG: "ValueError: bad"})
     silent = child("t4", **{ERROR_TAG: "ValueError: before any report"})
     unrelated = client.create_run(experiment_id).info.run_id
     results = [
-        TrialResult({"trial_id": "t1"}),
-        TrialResult({"trial_id": "t2"}),
+        TrialResult({"trial_id": "t1", "training_iteration": 2}),
+        TrialResult(
+            {"trial_id": "t5", "training_iteration": 3},
+            metrics_dataframe=pd.DataFrame({"val_loss": [0.5, 0.4, 0.45]}),
+        ),
+        TrialResult({"trial_id": "t2", "training_iteration": 1}),
         TrialResult({"trial_id": "t3"}, error=ValueError("bad")),
         TrialResult({}, error=ValueError("before any report")),
     ]
 
-    close_trial_runs(results, experiment_id, parent, mlflow_store)
+    close_trial_runs(results, 3, experiment_id, parent, mlflow_store)
 
     def status(run_id: str) -> str:
         return client.get_run(run_id).info.status
 
-    assert status(completed) == "FINISHED"
+    assert status(completed) == "FINISHED" and status(last_epoch) == "FINISHED"
+    assert client.get_run(last_epoch).data.metrics["best_val_loss"] == 0.4
     assert status(stopped) == "KILLED"
     assert client.get_run(stopped).data.tags[STOPPED_TAG] == "true"
     assert status(crashed) == "FAILED" and status(silent) == "FAILED"
