@@ -28,6 +28,7 @@ import pytorch_lightning as pl
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.classification import BinaryAUROC
 
 from fairtrain.config import load_params
 from fairtrain.data.preprocessing import Preprocessor, target_vector
@@ -56,8 +57,9 @@ def load_data(params, folder: Path) -> dict[str, np.ndarray]:
     }
 
 
-def module_config(params, data) -> dict:
-    return {**params.train.model_dump(), "n_features": int(data["x_train"].shape[1])}
+def module_config(params, data, epochs: int) -> dict:
+    # max_epochs sizes the one-cycle schedule; every way runs `epochs` epochs.
+    return {**params.train.model_dump(), "n_features": int(data["x_train"].shape[1]), "max_epochs": epochs}
 
 
 def steady(epoch_seconds: list[float], rows: int) -> float:
@@ -65,33 +67,99 @@ def steady(epoch_seconds: list[float], rows: int) -> float:
     return rows / statistics.median(later)
 
 
-def hand_loop(params, data, epochs: int, device: str) -> dict:
-    """The loop a person would write: index batches, forward, loss, backward, step."""
+def hand_loop(params, data, epochs: int, device: str, rank: int = 0, world: int = 1) -> dict:
+    """The loop a person would write for the same training: index batches, forward, loss,
+    backward, (average gradients over the processes,) (clip,) step, step the learning-rate
+    schedule; then the validation loss and AUROC each epoch, which the other ways also
+    compute. With ``world`` > 1 it is one of ``world`` gloo processes, each reading its
+    shard of the rows (its own validation rows too) and all-reducing one flat gradient per
+    step, as the Ray path's strategy does."""
     pl.seed_everything(params.train.seed, verbose=False)
-    config = module_config(params, data)
-    module = build_module(config).to(device)
-    optimizer = module.configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    config = module_config(params, data, epochs)
+    rows, batch_size = len(data["x_train"]), params.train.batch_size
+    steps = math.ceil(math.ceil(rows / world) / batch_size)
+    module = build_module(config, steps_per_epoch=steps).to(device)
+    configured = module.configure_optimizers()
+    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+    scheduler = configured["lr_scheduler"]["scheduler"] if isinstance(configured, dict) else None
+    per_step = params.train.lr_schedule == "onecycle"
+    clip = params.train.gradient_clip_val
+    weights = list(module.parameters())
+    auroc = BinaryAUROC().to(device)
     x, y = torch.from_numpy(data["x_train"]).to(device), torch.from_numpy(data["y_train"]).to(device)
     xv, yv = torch.from_numpy(data["x_val"]).to(device), torch.from_numpy(data["y_val"]).to(device)
     times = []
     for epoch in range(epochs):
         started = time.perf_counter()
         module.train()
-        order = shard_indices(len(x), 1, 0, params.train.seed, epoch, shuffle=True).to(device)
-        for batch in order.split(params.train.batch_size):
+        order = shard_indices(rows, world, rank, params.train.seed, epoch, shuffle=True).to(device)
+        for batch in order.split(batch_size):
             loss = F.binary_cross_entropy_with_logits(module(x[batch]), y[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1:
+                flat = torch.cat([w.grad.reshape(-1) for w in weights])
+                torch.distributed.all_reduce(flat)
+                flat /= world
+                for w, g in zip(weights, flat.split([w.numel() for w in weights]), strict=True):
+                    w.grad = g.view_as(w)
+            if clip:
+                torch.nn.utils.clip_grad_norm_(weights, clip)
             optimizer.step()
+            if per_step:
+                scheduler.step()
         module.eval()
         with torch.no_grad():
-            for batch in torch.arange(len(xv), device=device).split(max(params.train.batch_size, 1024)):
-                F.binary_cross_entropy_with_logits(module(xv[batch]), yv[batch])
+            losses = []
+            val_rows = shard_indices(len(xv), world, rank, 0, 0, shuffle=False).to(device)
+            for batch in val_rows.split(max(batch_size, 1024)):
+                logits = module(xv[batch])
+                losses.append(F.binary_cross_entropy_with_logits(logits, yv[batch]))
+                auroc.update(torch.sigmoid(logits), yv[batch].long())
+            val_loss = torch.stack(losses).mean()
+            if world > 1:
+                torch.distributed.all_reduce(val_loss)
+            auroc.compute()
+            auroc.reset()
+        if scheduler is not None and not per_step:
+            scheduler.step(*([val_loss] if params.train.lr_schedule == "plateau" else []))
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
-    return {"epoch_seconds": times, "samples_per_second": steady(times, len(x))}
+    return {"epoch_seconds": times, "samples_per_second": steady(times, rows)}
+
+
+def _hand_loop_process(rank: int, world: int, port: int, params, data, epochs: int, results) -> None:
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        outcome = hand_loop(params, data, epochs, "cpu", rank, world)
+        if rank == 0:
+            results.put(outcome)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def hand_loop_processes(params, data, epochs: int, world: int) -> dict:
+    """``hand_loop`` as ``world`` processes on this machine (CPU, gloo over loopback): the
+    practical limit for ``world`` workers here, communication and CPU sharing included."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:  # a free loopback port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = mp.get_context("spawn").SimpleQueue()
+    mp.start_processes(
+        _hand_loop_process,
+        args=(world, port, params, data, epochs, results),
+        nprocs=world,
+        start_method="spawn",
+    )
+    return results.get()
 
 
 class _Timer(pl.Callback):
@@ -111,7 +179,7 @@ def plain_lightning(params, data, epochs: int, device: str) -> dict:
     val = TensorDataset(torch.from_numpy(data["x_val"]), torch.from_numpy(data["y_val"]))
     batch = params.train.batch_size
     steps = math.ceil(len(train) / batch)
-    module: TabularClassifier = build_module(module_config(params, data), steps_per_epoch=steps)
+    module: TabularClassifier = build_module(module_config(params, data, epochs), steps_per_epoch=steps)
     timer = _Timer()
     trainer = pl.Trainer(
         max_epochs=epochs,
@@ -126,7 +194,13 @@ def plain_lightning(params, data, epochs: int, device: str) -> dict:
     )
     trainer.fit(
         module,
-        DataLoader(train, sampler=ShardBatches(len(train), batch, 1, 0, params.train.seed), batch_size=None),
+        DataLoader(
+            train,
+            sampler=ShardBatches(
+                len(train), batch * params.train.steps_per_execution, 1, 0, params.train.seed
+            ),
+            batch_size=None,
+        ),
         DataLoader(
             val, sampler=ShardBatches(len(val), max(batch, 1024), 1, 0, 0, shuffle=False), batch_size=None
         ),
@@ -166,8 +240,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batch-size", type=int, help="override train.batch_size (per worker)")
     args = parser.parse_args()
     params = load_params(args.params)
+    if args.batch_size:
+        params = params.model_copy(
+            update={"train": params.train.model_copy(update={"batch_size": args.batch_size})}
+        )
     if args.device == "cpu":
         torch.set_num_threads(1)  # what each Ray worker gets (one CPU)
     with tempfile.TemporaryDirectory() as folder:
@@ -178,6 +257,11 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}"
     )
     results = {"hand-written loop": hand_loop(params, data, args.epochs, args.device)}
+    if args.device == "cpu":
+        for workers in [w for w in args.workers if w > 1]:
+            results[f"hand-written, {workers} processes"] = hand_loop_processes(
+                params, data, args.epochs, workers
+            )
     results["plain Lightning"] = plain_lightning(params, data, args.epochs, args.device)
 
     import ray
@@ -196,14 +280,18 @@ def main() -> None:
         ray.shutdown()
 
     base = results["hand-written loop"]["samples_per_second"]
-    header = ("way", "samples/s", "per worker", "vs hand loop/worker", "fixed overhead")
-    print("\n{:28} {:>11} {:>11} {:>20} {:>15}".format(*header))
+    header = ("way", "samples/s", "per worker", "vs hand loop", "vs hand, same N", "fixed overhead")
+    print("\n{:28} {:>11} {:>11} {:>13} {:>16} {:>15}".format(*header))
     for name, r in results.items():
-        workers = int(name.split(", ")[1].split()[0]) if name.startswith("Ray") else 1
+        workers = int(name.split(", ")[1].split()[0]) if ", " in name else 1
         per_worker = r["samples_per_second"] / workers
+        same_n = results.get(f"hand-written, {workers} processes") if workers > 1 else None
+        versus_same_n = f"{r['samples_per_second'] / same_n['samples_per_second']:.2f}x" if same_n else "-"
         overhead = f"{r['overhead_seconds']:.1f} s" if "overhead_seconds" in r else "-"
-        ratio = f"{per_worker / base:.2f}x"
-        print(f"{name:28} {r['samples_per_second']:>11,.0f} {per_worker:>11,.0f} {ratio:>20} {overhead:>15}")
+        print(
+            f"{name:28} {r['samples_per_second']:>11,.0f} {per_worker:>11,.0f} "
+            f"{per_worker / base:>12.2f}x {versus_same_n:>16} {overhead:>15}"
+        )
     print(f"\nray.init (local instance): {init_seconds:.1f} s, paid once per stage run, not per training")
 
 

@@ -124,6 +124,15 @@ def test_each_worker_reads_a_disjoint_shard(reference):
     assert len(rows[0] | rows[1]) >= n - 1
 
 
+def test_every_rank_holds_the_same_weights_after_every_epoch(reference):
+    rank0, rank1 = (next(p for p in reference["probes"] if p["rank"] == r) for r in (0, 1))
+    assert len(rank0["weights"]) == len(rank1["weights"]) == EPOCHS
+    assert rank0["rows"] != rank1["rows"], "the ranks trained on different shards"
+    # Different shards, one all-reduced gradient per step: identical weights on both ranks.
+    assert rank0["weights"] == rank1["weights"]
+    assert rank0["weights"][0] != rank0["weights"][-1], "the weights changed"
+
+
 def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(
     local_ray, probe_dir, prepared, fault_params, reference, mlflow_store, tmp_path
 ):

@@ -117,6 +117,8 @@ def test_hyperparameters_are_plain_values(trained):
         "max_epochs": 1,
         "steps_per_epoch": 1,
         "pos_weight": None,
+        "batch_size": None,
+        "gradient_clip_val": 0.0,
     }
     json.dumps(hparams)
 

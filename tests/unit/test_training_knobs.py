@@ -83,6 +83,19 @@ def test_shards_reshuffle_per_epoch_but_are_reproducible():
     assert torch.equal(torch.cat(list(batches)), shard_indices(50, 2, 1, 1, 1, True))
 
 
+def _quiet_trainer(**options) -> pl.Trainer:
+    """A 3-epoch CPU trainer with no logger, checkpoints or progress output."""
+    return pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **options,
+    )
+
+
 def _fit(**options) -> dict:
     torch.manual_seed(0)
     x = torch.randn(512, 6)
@@ -91,14 +104,7 @@ def _fit(**options) -> dict:
     module = TabularClassifier(
         6, [16], 0.0, options.pop("lr", 0.01), 0.01, max_epochs=3, steps_per_epoch=8, **options
     )
-    trainer = pl.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = _quiet_trainer()
     trainer.fit(module, loader, loader)
     return {"metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}, "trainer": trainer}
 
@@ -157,3 +163,32 @@ def test_periodic_numeric_embedding_round_trips_and_keeps_input_gradients(tmp_pa
     assert x.grad[:, :2].abs().sum() > 0, "Integrated Gradients needs gradients w.r.t. numeric inputs"
     with pytest.raises(ValueError, match="numeric embedding"):
         TabularMLP(6, [8], embeddings=[[2, 6, 2]], numeric_embedding={**spec, "indices": [0, 3]})
+
+
+def _fit_in_groups(steps_per_execution: int, lr_schedule: str) -> list[torch.Tensor]:
+    """Train on 300 rows in minibatches of 32, handing the module groups of
+    ``steps_per_execution`` minibatches per Lightning step."""
+    from fairtrain.training.sharding import ShardBatches
+
+    torch.manual_seed(0)
+    x = torch.randn(300, 6)
+    y = (x[:, 0] - x[:, 2] > 0).float()
+    data = TensorDataset(x, y)
+    pl.seed_everything(3, verbose=False)
+    module = TabularClassifier(
+        6, [8], 0.2, 0.01, 0.01, max_epochs=3, steps_per_epoch=10, lr_schedule=lr_schedule,
+        batch_size=32, gradient_clip_val=0.5,
+    )  # fmt: skip
+    trainer = _quiet_trainer(deterministic=True)
+    batches = ShardBatches(300, 32 * steps_per_execution, 1, 0, seed=5)
+    train = DataLoader(data, sampler=batches, batch_size=None)
+    trainer.fit(module, train, DataLoader(data, batch_size=100))
+    assert trainer.global_step == 3 * 10, "one optimiser step per minibatch of 32"
+    return [p.detach().clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("lr_schedule", ["onecycle", "cosine"])
+def test_steps_per_execution_makes_the_same_updates(lr_schedule):
+    one = _fit_in_groups(1, lr_schedule)
+    for grouped in (_fit_in_groups(4, lr_schedule), _fit_in_groups(7, lr_schedule)):
+        assert all(torch.equal(a, b) for a, b in zip(one, grouped, strict=True))

@@ -3,6 +3,18 @@
 
 It holds no Ray code, so the same module trains under a plain ``pl.Trainer`` (tests,
 benchmarks) and under Ray Train workers.
+
+Optimisation is manual so that one Lightning step can run several optimiser steps: with
+``batch_size`` set, every batch the loader yields is split into minibatches of that size
+and each gets its own forward, backward, gradient all-reduce and optimiser step. The
+minibatches, their order and the updates are the same as with one Lightning step per
+minibatch, but Lightning's fixed per-step cost (hooks, loop bookkeeping: more than this
+small network's forward and backward at batch 256 on one CPU thread) is paid once per
+group (``steps_per_execution`` in params, after Keras's option of that name; see
+benchmarks/train_throughput.py).
+
+Across Ray workers the gradients are averaged by the strategy after every backward
+(``training.strategy.AllReduceStrategy``); the module itself has no distributed code.
 """
 
 from __future__ import annotations
@@ -34,10 +46,13 @@ class TabularClassifier(pl.LightningModule):
         max_epochs: int = 1,
         steps_per_epoch: int = 1,
         pos_weight: float | None = None,
+        batch_size: int | None = None,
+        gradient_clip_val: float = 0.0,
     ) -> None:
         super().__init__()
         # Plain numbers and lists only: the checkpoint must load with weights_only=True.
         self.save_hyperparameters()
+        self.automatic_optimization = False
         self.model = TabularMLP(
             n_features, list(hidden_sizes), dropout, batch_norm, embeddings, numeric_embedding
         )
@@ -55,14 +70,47 @@ class TabularClassifier(pl.LightningModule):
         self._loss_sum = torch.zeros((), device=self.device)
         self._rows = 0
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         features, target = batch
-        loss = self._loss(self(features), target)
+        optimizer = self.optimizers()
+        per_step = self._step_scheduler()
+        size = self.hparams.batch_size or len(target)
+        loss_sum = torch.zeros((), device=self.device)
+        for start in range(0, len(target), size):
+            x, y = features[start : start + size], target[start : start + size]
+            loss = self._loss(self(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()  # clipping happens in on_before_optimizer_step, after AMP unscaling
+            if per_step is not None:
+                per_step.step()
+            loss_sum += loss.detach() * len(y)
         # Summed here and logged once per epoch: self.log on every step costs more than this
         # small network's forward pass (see benchmarks/train_throughput.py).
-        self._loss_sum += loss.detach() * len(target)
+        self._loss_sum += loss_sum
         self._rows += len(target)
-        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
+
+    def _step_scheduler(self):
+        """The scheduler to step after every optimiser step, if any (one-cycle)."""
+        scheduler = self.lr_schedulers()
+        return scheduler if self.hparams.lr_schedule == "onecycle" else None
+
+    def on_train_epoch_end(self) -> None:
+        # Manual optimisation steps no scheduler by itself; the per-epoch ones step here, after
+        # validation (plateau reads its val_loss), as Lightning's automatic loop would.
+        scheduler = self.lr_schedulers()
+        if scheduler is None or self.hparams.lr_schedule == "onecycle":
+            return
+        if self.hparams.lr_schedule == "plateau":
+            val_loss = self.trainer.callback_metrics.get("val_loss")
+            if val_loss is not None:
+                scheduler.step(val_loss)
+        else:
+            scheduler.step()
 
     def on_validation_epoch_end(self) -> None:
         # Validation runs before on_train_epoch_end; log the training loss here so it is in

@@ -102,7 +102,8 @@ class EpochReporter(pl.Callback):
 
 class TestProbe(pl.Callback):
     """Test-only: each worker writes ``worker-<pid>.json`` (rank, node, pid, the epoch it
-    started at, its first epoch's training rows) into ``$FAIRTRAIN_TEST_PROBE_DIR``; when
+    started at, its first epoch's training rows, a fingerprint of its weights after each
+    epoch) into ``$FAIRTRAIN_TEST_PROBE_DIR``; when
     that folder holds ``pause_after_epoch`` (k), the workers write ``paused`` after epoch k's
     checkpoint was reported and sleep, so the test can kill a process there."""
 
@@ -135,11 +136,14 @@ class TestProbe(pl.Callback):
             "start_epoch": trainer.current_epoch,
             "rows": self.batches.indices().tolist(),
             "epochs_done": [],
+            "weights": [],
         }
         self._write()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.record["epochs_done"].append(trainer.current_epoch)
+        # Every rank must hold the same weights after each step's gradient all-reduce.
+        self.record["weights"].append([float(p.detach().double().sum()) for p in pl_module.parameters()])
         self._write()
         # A resumed run starts after its checkpoint's epoch, so it never pauses there again.
         if trainer.current_epoch == self.pause_after:

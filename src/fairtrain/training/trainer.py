@@ -7,6 +7,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,27 @@ log = logging.getLogger(__name__)
 # Where Ray Train keeps its checkpoints. Multi-node clusters need storage every node can
 # reach (s3://..., an NFS mount); on one machine a local folder is enough.
 STORAGE_ENV = "FAIRTRAIN_RAY_STORAGE"
+
+# Ray Train's controller takes one reported epoch from each worker per poll, and a worker's
+# next report waits until the last one was taken. Its default poll interval (2 s) is longer
+# than an epoch here, so every epoch would stall until the next poll; 0.2 s does not. (A
+# missed poll is not a failure: Ray marks a worker dead only after 10 minutes without one.)
+HEALTH_CHECK_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+HEALTH_CHECK_INTERVAL_S = "0.2"
+
+
+@contextmanager
+def _env_default(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in this process's environment for the block, unless already set (Ray
+    Train hands the driver's value of its settings to its controller and workers)."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 @dataclass
@@ -111,7 +134,8 @@ def train_distributed(
         ),
     )
     try:
-        result = trainer.fit()
+        with _env_default(HEALTH_CHECK_INTERVAL_ENV, HEALTH_CHECK_INTERVAL_S):
+            result = trainer.fit()
         best = result.get_best_checkpoint(metric="val_loss", mode="min")
         if best is None:
             raise TrainingError("training finished without reporting a checkpoint")

@@ -1,10 +1,12 @@
 """The loop each Ray Train worker runs: one ``pytorch_lightning.Trainer`` per worker.
 
-Ray wires the workers into one DDP process group (gloo on CPU, NCCL on GPU). Each worker
+Ray wires the workers into one process group (gloo on CPU, NCCL on GPU), over which
+``strategy.AllReduceStrategy`` averages the gradients after every backward. Each worker
 reads its own disjoint shard of the rows (``sharding.ShardBatches``), so N workers each see
-1/N of an epoch. Every epoch ends with a full Lightning checkpoint (weights, optimiser,
-scheduler, early-stopping state, loop position, metric history) reported to Ray; a worker
-group that Ray restarts after a failure, or a rerun of the stage, resumes from the latest.
+1/N of an epoch, ``steps_per_execution`` minibatches per Lightning step. Every epoch ends
+with a full Lightning checkpoint (weights, optimiser, scheduler, early-stopping state, loop
+position, metric history) reported to Ray; a worker group that Ray restarts after a failure,
+or a rerun of the stage, resumes from the latest.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import ray.train
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from ray.train.lightning import (
-    RayDDPStrategy,
     RayLightningEnvironment,
     RayTrainReportCallback,
     prepare_trainer,
@@ -31,6 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fairtrain.models.lightning_module import TabularClassifier
 from fairtrain.training.callbacks import EpochReporter, TestProbe
 from fairtrain.training.sharding import ShardBatches
+from fairtrain.training.strategy import AllReduceStrategy
 
 CHECKPOINT_FILE = RayTrainReportCallback.CHECKPOINT_NAME
 
@@ -65,6 +67,8 @@ def build_module(config: dict[str, Any], steps_per_epoch: int = 1) -> TabularCla
         max_epochs=config["max_epochs"],
         steps_per_epoch=steps_per_epoch,
         pos_weight=config.get("pos_weight"),
+        batch_size=config.get("batch_size"),
+        gradient_clip_val=config.get("gradient_clip_val") or 0.0,
     )
 
 
@@ -81,7 +85,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     train_set = _tensors(data["x_train"], data["y_train"])
     val_set = _tensors(data["x_val"], data["y_val"])
     batch_size = config["batch_size"]
-    train_batches = ShardBatches(len(train_set), batch_size, world, rank, config["seed"], shuffle=True)
+    # Each loader batch holds steps_per_execution minibatches; the module steps through them.
+    train_batches = ShardBatches(
+        len(train_set),
+        batch_size * config.get("steps_per_execution", 1),
+        world,
+        rank,
+        config["seed"],
+        shuffle=True,
+    )
     val_batches = ShardBatches(
         len(val_set), max(batch_size, 1024), world, rank, config["seed"], shuffle=False
     )
@@ -100,8 +112,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         accelerator="gpu" if config["use_gpu"] else "cpu",
         devices="auto",
         precision=config.get("precision", "32-true"),
-        gradient_clip_val=config.get("gradient_clip_val") or None,
-        strategy=RayDDPStrategy(),
+        strategy=AllReduceStrategy(),
         plugins=[RayLightningEnvironment()],
         callbacks=callbacks,
         use_distributed_sampler=False,  # ShardBatches already shards
