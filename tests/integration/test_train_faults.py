@@ -171,7 +171,8 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(
     assert [r["epoch"] for r in history] == list(range(1, EPOCHS + 1))
     uninterrupted = _history(reference["outs"][0])
     assert history[:2] == uninterrupted[:2], "epochs before the failure are the reference's"
-    assert history[-1]["val_loss"] == pytest.approx(uninterrupted[-1]["val_loss"], abs=0.02)
+    # The checkpoint holds the random state too, so the resumed epochs are the reference's.
+    assert history == uninterrupted
     assert not (tmp_path / "models" / STORAGE_DIR).exists() or not any(
         (tmp_path / "models" / STORAGE_DIR).iterdir()
     ), "checkpoints are removed once the model is exported"
@@ -255,6 +256,5 @@ def test_a_killed_stage_reruns_into_the_same_run_and_continues_from_its_checkpoi
     history = _history(tmp_path)
     assert [r["epoch"] for r in history] == list(range(1, EPOCHS + 1))
     uninterrupted = _history(reference["outs"][0])
-    assert history[0] == uninterrupted[0]
-    assert history[-1]["val_loss"] == pytest.approx(uninterrupted[-1]["val_loss"], abs=0.02)
+    assert history == uninterrupted, "resumed twice, yet every epoch is the reference's"
     assert json.loads((tmp_path / "metrics/train.json").read_text())["epochs_run"] == EPOCHS

@@ -26,3 +26,56 @@ def test_old_checkpoints_are_removed_from_a_path_or_a_uri(tmp_path):
         remove_run_folder(storage, "run")
         assert not (root / "run").exists() and (root / "other").exists()
         remove_run_folder(storage, "run")  # nothing there: no error
+
+
+def _fit_from(folder, checkpoint=None) -> list[float]:
+    """Five epochs (dropout, one-cycle, shuffled shards) saving a checkpoint after each one;
+    returns the training loss of every epoch it ran."""
+    import pytorch_lightning as pl
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from fairtrain.models.lightning_module import TabularClassifier
+    from fairtrain.training.callbacks import RngState
+    from fairtrain.training.sharding import ShardBatches
+    from fairtrain.training.worker import loader
+
+    class SaveAndRecord(pl.Callback):
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+
+        def on_train_epoch_end(self, trainer, module) -> None:
+            self.losses.append(float(trainer.callback_metrics["train_loss"]))
+            trainer.save_checkpoint(folder / f"epoch{trainer.current_epoch}.ckpt")
+
+    torch.manual_seed(0)
+    x = torch.randn(600, 6)
+    data = TensorDataset(x, (x[:, 0] - x[:, 2] > 0).float())
+    pl.seed_everything(3, workers=True, verbose=False)
+    module = TabularClassifier(
+        6, [16], 0.3, 0.01, 0.01, max_epochs=5, steps_per_epoch=19, lr_schedule="onecycle", batch_size=32
+    )
+    record = SaveAndRecord()
+    trainer = pl.Trainer(
+        max_epochs=5,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        callbacks=[RngState(), record],
+    )
+    train = loader(data, ShardBatches(600, 32 * 4, 1, 0, seed=5))
+    val = loader(data, ShardBatches(600, 200, 1, 0, seed=0, shuffle=False))
+    trainer.fit(module, train, val, ckpt_path=checkpoint)
+    return record.losses
+
+
+def test_a_resumed_training_continues_exactly_as_the_uninterrupted_one(tmp_path):
+    # The shard order of the resumed epoch and the dropout masks (RngState) both survive.
+    (tmp_path / "full").mkdir()
+    (tmp_path / "resumed").mkdir()
+    full = _fit_from(tmp_path / "full")
+    resumed = _fit_from(tmp_path / "resumed", tmp_path / "full" / "epoch1.ckpt")
+    assert len(full) == 5 and resumed == full[2:]

@@ -105,7 +105,7 @@ def _fit(**options) -> dict:
         6, [16], 0.0, options.pop("lr", 0.01), 0.01, max_epochs=3, steps_per_epoch=8, **options
     )
     trainer = _quiet_trainer()
-    trainer.fit(module, loader, loader)
+    trainer.fit(module, loader, DataLoader(TensorDataset(x, y), batch_size=128))
     return {"metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}, "trainer": trainer}
 
 

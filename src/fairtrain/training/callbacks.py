@@ -11,6 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import ray
+import torch
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
@@ -98,6 +99,37 @@ class EpochReporter(pl.Callback):
                 # driver logs whatever epochs are missing from the history it gets back.
                 log.warning("stopped logging epochs to MLflow from the worker: %s", error)
                 self._logging = False
+
+
+class RngState(pl.Callback):
+    """Puts torch's random state (dropout masks; the shard order is a function of seed and
+    epoch) into every checkpoint and restores it when a resumed run starts its next epoch,
+    so a run resumed after a failure continues exactly as the uninterrupted run would.
+
+    Every rank is seeded alike and draws alike, so rank 0's state (the one checkpointed) is
+    every rank's. The state is applied at the start of the epoch, not when the checkpoint is
+    loaded, because Lightning draws from the generator in between (sanity checks, loaders).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = dict(state_dict)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is None:
+            return
+        torch.set_rng_state(self._pending["cpu"])
+        if "cuda" in self._pending and torch.cuda.is_available():
+            torch.cuda.set_rng_state(self._pending["cuda"], device=pl_module.device)
+        self._pending = None
 
 
 class TestProbe(pl.Callback):

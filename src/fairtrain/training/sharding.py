@@ -52,7 +52,10 @@ class ShardBatches:
         return shard_indices(self.n, self.world_size, self.rank, self.seed, self.epoch, self.shuffle)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        return iter(self.indices().split(self.batch_size))
+        # A generator, so the order is drawn at the first batch: when resuming from a
+        # checkpoint Lightning creates the loader's iterator before it calls set_epoch for
+        # the resumed epoch, and an eager order would replay epoch 0's shuffle.
+        yield from self.indices().split(self.batch_size)
 
     def __len__(self) -> int:
         rows = (

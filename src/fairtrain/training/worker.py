@@ -30,7 +30,7 @@ from ray.train.lightning import (
 from torch.utils.data import DataLoader, TensorDataset
 
 from fairtrain.models.lightning_module import TabularClassifier
-from fairtrain.training.callbacks import EpochReporter, TestProbe
+from fairtrain.training.callbacks import EpochReporter, RngState, TestProbe
 from fairtrain.training.sharding import ShardBatches
 from fairtrain.training.strategy import AllReduceStrategy
 
@@ -47,8 +47,10 @@ def _tensors(features: np.ndarray, target: np.ndarray) -> TensorDataset:
 
 def loader(dataset: TensorDataset, batches: ShardBatches) -> DataLoader:
     # batch_size=None: the sampler yields whole batches of indices and the dataset gathers
-    # them in one indexing call (no per-row __getitem__, no collate).
-    return DataLoader(dataset, sampler=batches, batch_size=None)
+    # them in one indexing call (no per-row __getitem__, no collate). Its own generator: a
+    # DataLoader draws a seed each epoch, which would otherwise come from torch's global
+    # generator and shift the dropout masks (callbacks.RngState keeps those for resumption).
+    return DataLoader(dataset, sampler=batches, batch_size=None, generator=torch.Generator().manual_seed(0))
 
 
 def build_module(config: dict[str, Any], steps_per_epoch: int = 1) -> TabularClassifier:
@@ -102,6 +104,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     callbacks: list[pl.Callback] = [
         EarlyStopping(monitor="val_loss", mode="min", patience=config["early_stopping_patience"]),
         reporter,
+        RngState(),
         RayTrainReportCallback(),
     ]
     probe = TestProbe.from_environment(train_batches)
