@@ -23,3 +23,18 @@ def shrink_params(params: Params, **sections: dict) -> Params:
 def adult_sample(adult_raw: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:
     """A reproducible random sample of the raw Adult rows."""
     return adult_raw.sample(n=rows, random_state=seed).reset_index(drop=True)
+
+
+def quiet_trainer(max_epochs: int = 3, **options):
+    """A CPU Lightning trainer with no logger, checkpoints or progress output."""
+    import pytorch_lightning as pl
+
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **options,
+    )

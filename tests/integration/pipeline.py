@@ -20,6 +20,7 @@ from fairtrain.stages.evaluate_stage import OUTPUTS as EVAL_OUTPUTS
 from fairtrain.stages.evaluate_stage import evaluate_stage
 from fairtrain.stages.register_stage import register_stage
 from fairtrain.stages.train_stage import features_and_target, train_stage
+from tests.helpers import quiet_trainer
 
 
 def train_with_ray(params, prepared, out: Path) -> dict:
@@ -44,14 +45,7 @@ def train_plain(params, prepared, model_dir: Path, epochs: int) -> None:
     module = TabularClassifier(x.shape[1], params.train.hidden_sizes, 0.1, 1e-3, 1e-4)
     loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=256, shuffle=True)
     if epochs:
-        trainer = pl.Trainer(
-            max_epochs=epochs,
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
+        trainer = quiet_trainer(epochs)
         trainer.fit(module, loader)
     state = {k[len("model.") :]: v for k, v in module.state_dict().items() if k.startswith("model.")}
     save_model(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fairtrain.stages.train_stage import remove_run_folder, training_key
-from tests.helpers import shrink_params
+from tests.helpers import quiet_trainer, shrink_params
 
 
 def test_training_key_changes_with_params_and_data_only(project_params, tmp_path):
@@ -56,16 +56,7 @@ def _fit_from(folder, checkpoint=None) -> list[float]:
         6, [16], 0.3, 0.01, 0.01, max_epochs=5, steps_per_epoch=19, lr_schedule="onecycle", batch_size=32
     )
     record = SaveAndRecord()
-    trainer = pl.Trainer(
-        max_epochs=5,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=True,
-        callbacks=[RngState(), record],
-    )
+    trainer = quiet_trainer(5, deterministic=True, callbacks=[RngState(), record])
     train = loader(data, ShardBatches(600, 32 * 4, 1, 0, seed=5))
     val = loader(data, ShardBatches(600, 200, 1, 0, seed=0, shuffle=False))
     trainer.fit(module, train, val, ckpt_path=checkpoint)

@@ -12,6 +12,7 @@ from fairtrain.models.export import load_model, save_model
 from fairtrain.models.lightning_module import TabularClassifier
 from fairtrain.models.mlp import TabularMLP, embedding_blocks, embedding_dim
 from fairtrain.training.sharding import ShardBatches, shard_indices
+from tests.helpers import quiet_trainer
 
 
 def test_embedding_width_follows_cardinality_and_cap():
@@ -83,19 +84,6 @@ def test_shards_reshuffle_per_epoch_but_are_reproducible():
     assert torch.equal(torch.cat(list(batches)), shard_indices(50, 2, 1, 1, 1, True))
 
 
-def _quiet_trainer(**options) -> pl.Trainer:
-    """A 3-epoch CPU trainer with no logger, checkpoints or progress output."""
-    return pl.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **options,
-    )
-
-
 def _fit(**options) -> dict:
     torch.manual_seed(0)
     x = torch.randn(512, 6)
@@ -104,7 +92,7 @@ def _fit(**options) -> dict:
     module = TabularClassifier(
         6, [16], 0.0, options.pop("lr", 0.01), 0.01, max_epochs=3, steps_per_epoch=8, **options
     )
-    trainer = _quiet_trainer()
+    trainer = quiet_trainer()
     trainer.fit(module, loader, DataLoader(TensorDataset(x, y), batch_size=128))
     return {"metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}, "trainer": trainer}
 
@@ -179,7 +167,7 @@ def _fit_in_groups(steps_per_execution: int, lr_schedule: str) -> list[torch.Ten
         6, [8], 0.2, 0.01, 0.01, max_epochs=3, steps_per_epoch=10, lr_schedule=lr_schedule,
         batch_size=32, gradient_clip_val=0.5,
     )  # fmt: skip
-    trainer = _quiet_trainer(deterministic=True)
+    trainer = quiet_trainer(deterministic=True)
     batches = ShardBatches(300, 32 * steps_per_execution, 1, 0, seed=5)
     train = DataLoader(data, sampler=batches, batch_size=None)
     trainer.fit(module, train, DataLoader(data, batch_size=100))
