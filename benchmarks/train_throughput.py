@@ -38,6 +38,7 @@ from fairtrain.stages.augment_stage import augment_stage
 from fairtrain.stages.prepare_stage import prepare_stage
 from fairtrain.stages.validate_stage import validate_stage
 from fairtrain.training.sharding import ShardBatches, shard_indices
+from fairtrain.training.strategy import average_gradients
 from fairtrain.training.worker import build_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,11 +99,7 @@ def hand_loop(params, data, epochs: int, device: str, rank: int = 0, world: int 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if world > 1:
-                flat = torch.cat([w.grad.reshape(-1) for w in weights])
-                torch.distributed.all_reduce(flat)
-                flat /= world
-                for w, g in zip(weights, flat.split([w.numel() for w in weights]), strict=True):
-                    w.grad = g.view_as(w)
+                average_gradients(weights, world)  # what the Ray path's strategy does
             if clip:
                 torch.nn.utils.clip_grad_norm_(weights, clip)
             optimizer.step()

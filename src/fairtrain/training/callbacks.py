@@ -107,8 +107,9 @@ class RngState(pl.Callback):
     so a run resumed after a failure continues exactly as the uninterrupted run would.
 
     Every rank is seeded alike and draws alike, so rank 0's state (the one checkpointed) is
-    every rank's. The state is applied at the start of the epoch, not when the checkpoint is
-    loaded, because Lightning draws from the generator in between (sanity checks, loaders).
+    every rank's. The state is applied when the resumed epoch starts, not when the checkpoint
+    is loaded, so nothing Lightning does while restoring (the sanity check, loader set-up)
+    can draw from it first.
     """
 
     def __init__(self) -> None:

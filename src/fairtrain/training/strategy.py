@@ -17,6 +17,23 @@ from ray.train.lightning import RayDDPStrategy
 from torch import distributed
 
 
+def average_gradients(params: list[torch.nn.Parameter], world_size: int) -> None:
+    """Replace every parameter's gradient by its mean over the process group: one flat
+    all-reduce (a missing gradient counts as zeros, so every rank sends the same layout)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    distributed.all_reduce(flat)
+    flat /= world_size
+    for param, mean in zip(params, flat.split([g.numel() for g in grads]), strict=True):
+        param.grad = mean.view_as(param)
+
+
+def _broadcast_from_rank0(tensors) -> None:
+    with torch.no_grad():
+        for tensor in tensors:
+            distributed.broadcast(tensor, src=0)
+
+
 class AllReduceStrategy(RayDDPStrategy):
     """DDP semantics, by hand: every rank starts from rank 0's weights, gradients are
     averaged after every backward, and rank 0's buffers (batch-norm running statistics) are
@@ -28,26 +45,14 @@ class AllReduceStrategy(RayDDPStrategy):
     def configure_ddp(self) -> None:
         # Keep the LightningModule unwrapped; start every rank from rank 0's state.
         if self._distributed():
-            with torch.no_grad():
-                for tensor in [*self.model.parameters(), *self.model.buffers()]:
-                    distributed.broadcast(tensor, src=0)
+            _broadcast_from_rank0([*self.model.parameters(), *self.model.buffers()])
 
     def post_backward(self, closure_loss: torch.Tensor) -> None:
-        if not self._distributed():
-            return
-        params = [p for p in self.lightning_module.parameters() if p.requires_grad]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        distributed.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for param, grad in zip(params, grads, strict=True):
-            param.grad = flat[offset : offset + grad.numel()].view_as(grad)
-            offset += grad.numel()
+        if self._distributed():
+            params = [p for p in self.lightning_module.parameters() if p.requires_grad]
+            average_gradients(params, self.world_size)
 
     def on_validation_start(self) -> None:
         super().on_validation_start()
         if self._distributed():
-            with torch.no_grad():
-                for buffer in self.lightning_module.buffers():
-                    distributed.broadcast(buffer, src=0)
+            _broadcast_from_rank0(self.lightning_module.buffers())
