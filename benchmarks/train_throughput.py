@@ -39,7 +39,7 @@ from fairtrain.stages.prepare_stage import prepare_stage
 from fairtrain.stages.validate_stage import validate_stage
 from fairtrain.training.sharding import ShardBatches, shard_indices
 from fairtrain.training.strategy import average_gradients
-from fairtrain.training.worker import build_module
+from fairtrain.training.worker import VALIDATION_BATCH_ROWS, build_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def hand_loop(params, data, epochs: int, device: str, rank: int = 0, world: int 
         with torch.no_grad():
             losses = []
             val_rows = shard_indices(len(xv), world, rank, 0, 0, shuffle=False).to(device)
-            for batch in val_rows.split(max(batch_size, 1024)):
+            for batch in val_rows.split(max(batch_size, VALIDATION_BATCH_ROWS)):
                 logits = module(xv[batch])
                 losses.append(F.binary_cross_entropy_with_logits(logits, yv[batch]))
                 auroc.update(torch.sigmoid(logits), yv[batch].long())
@@ -199,7 +199,9 @@ def plain_lightning(params, data, epochs: int, device: str) -> dict:
             batch_size=None,
         ),
         DataLoader(
-            val, sampler=ShardBatches(len(val), max(batch, 1024), 1, 0, 0, shuffle=False), batch_size=None
+            val,
+            sampler=ShardBatches(len(val), max(batch, VALIDATION_BATCH_ROWS), 1, 0, 0, shuffle=False),
+            batch_size=None,
         ),
     )
     return {"epoch_seconds": timer.times, "samples_per_second": steady(timer.times, len(train))}

@@ -279,7 +279,7 @@ class TrainConfig(_Section):
     batch_size: int = Field(256, ge=1)  # per worker
     # Optimiser steps per Lightning step (each on its own minibatch of batch_size rows): the
     # same updates as 1, with Lightning's per-step overhead paid once per group.
-    steps_per_execution: int = Field(8, ge=1)
+    steps_per_execution: int = Field(32, ge=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only (Nesterov when > 0)
     learning_rate: float = Field(1e-3, gt=0)

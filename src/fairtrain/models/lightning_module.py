@@ -75,7 +75,7 @@ class TabularClassifier(pl.LightningModule):
         optimizer = self.optimizers()
         per_step = self._step_scheduler()
         size = self.hparams.batch_size or len(target)
-        loss_sum = torch.zeros((), device=self.device)
+        losses, rows = [], []
         for start in range(0, len(target), size):
             x, y = features[start : start + size], target[start : start + size]
             loss = self._loss(self(x), y)
@@ -84,10 +84,12 @@ class TabularClassifier(pl.LightningModule):
             optimizer.step()  # clipping happens in on_before_optimizer_step, after AMP unscaling
             if per_step is not None:
                 per_step.step()
-            loss_sum += loss.detach() * len(y)
-        # Summed here and logged once per epoch: self.log on every step costs more than this
-        # small network's forward pass (see benchmarks/train_throughput.py).
-        self._loss_sum += loss_sum
+            losses.append(loss.detach())
+            rows.append(len(y))
+        # Summed once per group and logged once per epoch: self.log on every step costs more
+        # than this small network's forward pass (see benchmarks/train_throughput.py).
+        weights = torch.tensor(rows, dtype=losses[0].dtype, device=self.device)
+        self._loss_sum += torch.dot(torch.stack(losses), weights)
         self._rows += len(target)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -163,8 +165,7 @@ class TabularClassifier(pl.LightningModule):
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, mode="min", factor=0.5, patience=1
             )
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val_loss"},
-            }
+            # No "monitor" key: with manual optimisation Lightning ignores it (and warns);
+            # on_train_epoch_end steps this scheduler on val_loss itself.
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         raise ValueError(f"unknown lr_schedule {h.lr_schedule!r}; expected none, cosine, onecycle or plateau")
