@@ -35,6 +35,7 @@ from fairtrain.errors import TrainingError
 from fairtrain.io import json_safe, read_json, write_json
 from fairtrain.models.export import save_model, state_dict_from_lightning_checkpoint
 from fairtrain.models.mlp import embedding_blocks
+from fairtrain.training.driver_guard import DRIVER_TAG, driver_alive, driver_tag, exclusive_training
 from fairtrain.training.ray_runtime import ray_session
 from fairtrain.training.trainer import STORAGE_ENV, TrainingData, train_distributed
 from fairtrain.training.worker import CHECKPOINT_FILE
@@ -96,14 +97,24 @@ def resumable_run_id(record: Path) -> str | None:
 
 def close_abandoned_runs(experiment_id: str, key: str, keep: str | None) -> None:
     """Mark KILLED the runs of this training (same key) that a killed driver left RUNNING
-    before it could record them for resuming."""
+    before it could record them for resuming. A run whose driver is still alive (the same
+    training in another workspace, e.g. a parallel ``dvc exp run`` queue worker) is left
+    alone, as is one driven from another host, which this one cannot check."""
     client = MlflowClient()
     abandoned = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`fairtrain.training_key` = '{key}' and attributes.status = 'RUNNING'",
     )
     for run in abandoned:
-        if run.info.run_id != keep:
+        if run.info.run_id == keep:
+            continue
+        if driver_alive(run.data.tags.get(DRIVER_TAG)):
+            log.info(
+                "leaving run %s RUNNING: its driver (%s) is still running",
+                run.info.run_id,
+                run.data.tags.get(DRIVER_TAG),
+            )
+        else:
             log.warning("closing run %s, left RUNNING by a killed training, as KILLED", run.info.run_id)
             client.set_terminated(run.info.run_id, "KILLED")
 
@@ -210,101 +221,103 @@ def train_stage(
     storage: str | Path = remote if "://" in remote else Path(remote or model_dir / STORAGE_DIR).resolve()
     name = f"fairtrain-train-{key}"
     record = (model_dir / STORAGE_DIR).resolve() / f"{name}.json"
-    resume_id = resumable_run_id(record)
-    close_abandoned_runs(experiment_id, key, keep=resume_id)
-    if resume_id is None:
-        remove_run_folder(storage, name)  # checkpoints of a run that finished or is gone
-    options = model_options(params, preprocessor, y_train)
+    # One training per key at a time in this model directory (see training/driver_guard.py).
+    with exclusive_training(record.with_suffix(".lock")):
+        resume_id = resumable_run_id(record)
+        close_abandoned_runs(experiment_id, key, keep=resume_id)
+        if resume_id is None:
+            remove_run_folder(storage, name)  # checkpoints of a run that finished or is gone
+        options = model_options(params, preprocessor, y_train)
 
-    with training_run(resume_id, f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run:
-        run_id = run.info.run_id
-        mlflow.set_tag("fairtrain.training_key", key)
-        log.info("MLflow run %s in %s", run_id, uri)
-        if resume_id:
-            client = MlflowClient()
-            restarts = int(client.get_run(run_id).data.tags.get("fairtrain.driver_restarts", "0")) + 1
-            mlflow.set_tag("fairtrain.driver_restarts", restarts)
-        else:
-            write_json(record, {"run_id": run_id, "experiment_id": experiment_id, "key": key})
-            mlflow.log_params(_flat_params(params))
-            mlflow.set_tags(
-                {
-                    "fairtrain.stage": "train",
-                    "fairtrain.num_workers": params.train.num_workers,
+        with training_run(resume_id, f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run:
+            run_id = run.info.run_id
+            mlflow.set_tags({"fairtrain.training_key": key, DRIVER_TAG: driver_tag()})
+            log.info("MLflow run %s in %s", run_id, uri)
+            if resume_id:
+                client = MlflowClient()
+                restarts = int(client.get_run(run_id).data.tags.get("fairtrain.driver_restarts", "0")) + 1
+                mlflow.set_tag("fairtrain.driver_restarts", restarts)
+            else:
+                write_json(record, {"run_id": run_id, "experiment_id": experiment_id, "key": key})
+                mlflow.log_params(_flat_params(params))
+                mlflow.set_tags(
+                    {
+                        "fairtrain.stage": "train",
+                        "fairtrain.num_workers": params.train.num_workers,
+                    }
+                )
+                for name_, frame, path in (("train", train, train_path), ("val", val, val_path)):
+                    with warnings.catch_warnings():
+                        # A local path matches two equivalent MLflow source types; it warns and picks one.
+                        warnings.simplefilter("ignore", UserWarning)
+                        dataset = mlflow.data.from_pandas(
+                            frame, source=str(path.resolve()), name=name_, targets=params.dataset.label
+                        )
+                    mlflow.log_input(dataset, context="training" if name_ == "train" else "validation")
+
+            with ray_session(), tempfile.TemporaryDirectory(prefix=".staging-", dir=model_dir) as scratch:
+                outcome = train_distributed(
+                    TrainingData(x_train, y_train, x_val, y_val),
+                    params.train,
+                    Path(scratch),
+                    run_id=run_id,
+                    tracking_uri=uri,
+                    storage=storage,
+                    name=name,
+                    model_config=options,
+                )
+                if not outcome.history or "val_loss" not in outcome.best:
+                    raise TrainingError("training finished without a validation loss for any epoch")
+                state = state_dict_from_lightning_checkpoint(outcome.checkpoint_path)
+                summary = {
+                    "epochs_run": len(outcome.history),
+                    "best_epoch": int(outcome.best.get("epoch", outcome.history[-1]["epoch"])) + 1,
+                    "best_val_loss": float(outcome.best["val_loss"]),
+                    "best_val_auc": outcome.best.get("val_auc"),
+                    "train_rows": len(train),
+                    "num_workers": params.train.num_workers,
+                    "seconds": round(time.perf_counter() - started, 1),
+                    "hyperparameters": params.train.model_dump(mode="json"),
                 }
-            )
-            for name_, frame, path in (("train", train, train_path), ("val", val, val_path)):
-                with warnings.catch_warnings():
-                    # A local path matches two equivalent MLflow source types; it warns and picks one.
-                    warnings.simplefilter("ignore", UserWarning)
-                    dataset = mlflow.data.from_pandas(
-                        frame, source=str(path.resolve()), name=name_, targets=params.dataset.label
-                    )
-                mlflow.log_input(dataset, context="training" if name_ == "train" else "validation")
+                history = [
+                    {"epoch": int(r["epoch"]) + 1, **{k: float(r[k]) for k in HISTORY_KEYS if k in r}}
+                    for r in outcome.history
+                ]
+                mlflow.log_metrics(
+                    {
+                        "best_val_loss": summary["best_val_loss"],
+                        "best_epoch": summary["best_epoch"],
+                        "train_seconds": summary["seconds"],
+                        **(
+                            {"best_val_auc": summary["best_val_auc"]}
+                            if summary["best_val_auc"] is not None
+                            else {}
+                        ),
+                    }
+                )
+                mlflow.log_dict(json_safe(summary), "training/train.json")
+                log_missing_epochs(run_id, outcome.history)
 
-        with ray_session(), tempfile.TemporaryDirectory(prefix=".staging-", dir=model_dir) as scratch:
-            outcome = train_distributed(
-                TrainingData(x_train, y_train, x_val, y_val),
-                params.train,
-                Path(scratch),
-                run_id=run_id,
-                tracking_uri=uri,
-                storage=storage,
-                name=name,
-                model_config=options,
-            )
-            if not outcome.history or "val_loss" not in outcome.best:
-                raise TrainingError("training finished without a validation loss for any epoch")
-            state = state_dict_from_lightning_checkpoint(outcome.checkpoint_path)
-            summary = {
-                "epochs_run": len(outcome.history),
-                "best_epoch": int(outcome.best.get("epoch", outcome.history[-1]["epoch"])) + 1,
-                "best_val_loss": float(outcome.best["val_loss"]),
-                "best_val_auc": outcome.best.get("val_auc"),
-                "train_rows": len(train),
-                "num_workers": params.train.num_workers,
-                "seconds": round(time.perf_counter() - started, 1),
-                "hyperparameters": params.train.model_dump(mode="json"),
-            }
-            history = [
-                {"epoch": int(r["epoch"]) + 1, **{k: float(r[k]) for k in HISTORY_KEYS if k in r}}
-                for r in outcome.history
-            ]
-            mlflow.log_metrics(
-                {
-                    "best_val_loss": summary["best_val_loss"],
-                    "best_epoch": summary["best_epoch"],
-                    "train_seconds": summary["seconds"],
-                    **(
-                        {"best_val_auc": summary["best_val_auc"]}
-                        if summary["best_val_auc"] is not None
-                        else {}
-                    ),
+                # Local outputs last, each replaced atomically, the run reference after everything
+                # else: a run reference on disk always sits next to the model it describes.
+                architecture = {
+                    "n_features": int(x_train.shape[1]),
+                    "hidden_sizes": params.train.hidden_sizes,
+                    "dropout": params.train.dropout,
+                    "batch_norm": params.train.batch_norm,
+                    "embeddings": options["embedding_blocks"],
+                    "numeric_embedding": options["numeric_embedding_spec"],
+                    "feature_names": preprocessor.feature_names,
                 }
-            )
-            mlflow.log_dict(json_safe(summary), "training/train.json")
-            log_missing_epochs(run_id, outcome.history)
-
-            # Local outputs last, each replaced atomically, the run reference after everything
-            # else: a run reference on disk always sits next to the model it describes.
-            architecture = {
-                "n_features": int(x_train.shape[1]),
-                "hidden_sizes": params.train.hidden_sizes,
-                "dropout": params.train.dropout,
-                "batch_norm": params.train.batch_norm,
-                "embeddings": options["embedding_blocks"],
-                "numeric_embedding": options["numeric_embedding_spec"],
-                "feature_names": preprocessor.feature_names,
-            }
-            save_model(model_dir / "model", state, architecture)
-            os.replace(outcome.checkpoint_path, model_dir / CHECKPOINT_FILE)
-        # The model is out: its checkpoints and resume record are no longer needed.
-        remove_run_folder(storage, name)
-        record.unlink(missing_ok=True)
-        write_json(metrics_path, summary)
-        write_json(history_path, history)
-        ref = tracking.RunRef(run_id=run_id, experiment_id=experiment_id, tracking_uri=uri)
-        ref.save(run_ref_path)
+                save_model(model_dir / "model", state, architecture)
+                os.replace(outcome.checkpoint_path, model_dir / CHECKPOINT_FILE)
+            # The model is out: its checkpoints and resume record are no longer needed.
+            remove_run_folder(storage, name)
+            record.unlink(missing_ok=True)
+            write_json(metrics_path, summary)
+            write_json(history_path, history)
+            ref = tracking.RunRef(run_id=run_id, experiment_id=experiment_id, tracking_uri=uri)
+            ref.save(run_ref_path)
     log.info(
         "best epoch %d: val_loss %.4f, val_auc %s",
         summary["best_epoch"],
