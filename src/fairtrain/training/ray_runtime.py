@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +14,33 @@ import ray
 from fairtrain.errors import TrainingError
 
 log = logging.getLogger(__name__)
+
+# How long the pre-check waits for a cluster's head to accept a connection. Ray itself keeps
+# retrying an unreachable head for over a minute before it gives up.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _head_endpoint(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``host:port`` or ``ray://host:port`` address; None for the forms
+    Ray resolves itself (``auto``, ``local``) or cannot be parsed here."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def unreachable_reason(address: str) -> str | None:
+    """Why nothing answers at ``address`` (a refused or timed-out TCP connection), or None
+    when its head accepts connections or the address is one Ray resolves itself."""
+    endpoint = _head_endpoint(address)
+    if endpoint is None:
+        return None
+    try:
+        with socket.create_connection(endpoint, timeout=CONNECT_TIMEOUT_S):
+            return None
+    except OSError as error:
+        return f"nothing accepts connections at {endpoint[0]}:{endpoint[1]} ({error.strerror or error})"
 
 
 @contextmanager
@@ -31,10 +59,15 @@ def ray_session() -> Iterator[None]:
     if address:
         log.info("joining Ray cluster at %s", address)
         try:
+            reason = unreachable_reason(address)
+            if reason:
+                raise ConnectionError(reason)
             ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError) as error:
             raise TrainingError(
                 f"cannot join the Ray cluster at RAY_ADDRESS={address}: {str(error).splitlines()[0]}\n"
+                "Check that the cluster is up (`ray status` on its head) and that this is its GCS "
+                "address (host:port, by default port 6379). "
                 "Clusters started with `ray start` use token authentication: set RAY_AUTH_MODE=token "
                 "and provide the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token. "
                 "Unset RAY_ADDRESS to train on a local Ray instance instead."
