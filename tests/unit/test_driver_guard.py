@@ -4,8 +4,9 @@ processes)."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from mlflow import MlflowClient
 
 from fairtrain.errors import TrainingError
 from fairtrain.stages.train_stage import close_abandoned_runs
-from fairtrain.training.driver_guard import DRIVER_TAG, driver_alive, driver_tag, exclusive_training
+from fairtrain.training.driver_guard import DRIVER_TAG, _process, driver_alive, driver_tag, exclusive_training
 
 
 def test_a_second_identical_training_in_the_same_model_directory_fails_fast(tmp_path):
@@ -68,19 +69,37 @@ def test_the_lock_of_a_killed_driver_does_not_block_the_rerun(tmp_path):
 
 
 def _dead_driver() -> str:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    started = psutil.Process(process.pid).create_time()
-    process.wait()
-    return json.dumps({"host": socket.gethostname(), "pid": process.pid, "started": started})
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        tag = json.dumps(_process(process.pid))  # taken while it runs, as the stage tags its run
+    finally:
+        process.kill()
+        process.wait()
+    return tag
 
 
 def test_driver_alive_tells_a_running_driver_from_a_gone_one():
+    mine = json.loads(driver_tag())
     assert driver_alive(driver_tag())
     assert not driver_alive(_dead_driver())
-    mine = json.loads(driver_tag())
-    assert not driver_alive(json.dumps({**mine, "started": mine["started"] - 100}))  # reused pid
+    assert not driver_alive(json.dumps({**mine, "started": "1"}))  # its pid, reused by another process
+    assert not driver_alive(json.dumps({**mine, "boot": "an earlier boot"}))  # rebooted since
     assert driver_alive(json.dumps({**mine, "host": "elsewhere.invalid"}))  # cannot check: leave it
-    assert not driver_alive(None) and not driver_alive("not json")
+    assert driver_alive(json.dumps({**mine, "pid_namespace": "pid:[1]"}))  # another container
+    assert not driver_alive(None) and not driver_alive("not json") and not driver_alive("{}")
+
+
+def test_a_file_system_without_locks_trains_unguarded_with_a_warning(tmp_path, monkeypatch, caplog):
+    # ENOLCK cannot be produced on this machine's file systems; it is what an NFS mount
+    # without a lock manager returns.
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ran = False
+    with exclusive_training(tmp_path / "k.lock"):
+        ran = True
+    assert ran and "not guarding against a concurrent identical training" in caplog.text
 
 
 def test_only_runs_whose_driver_is_gone_are_closed(mlflow_store):

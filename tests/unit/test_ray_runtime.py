@@ -27,6 +27,7 @@ def _closed_port() -> int:
         ("auto", None),
         ("local", None),
         ("head.example", None),
+        ("http://127.0.0.1:8265", None),  # a dashboard address: Ray explains that itself
     ],
 )
 def test_the_head_endpoint_is_read_from_the_forms_ray_accepts(address, endpoint):

@@ -153,9 +153,10 @@ def test_periodic_numeric_embedding_round_trips_and_keeps_input_gradients(tmp_pa
         TabularMLP(6, [8], embeddings=[[2, 6, 2]], numeric_embedding={**spec, "indices": [0, 3]})
 
 
-def _fit_in_groups(steps_per_execution: int, lr_schedule: str) -> list[torch.Tensor]:
-    """Train on 300 rows in minibatches of 32, handing the module groups of
-    ``steps_per_execution`` minibatches per Lightning step."""
+def _fit_in_groups(steps_per_execution: int, lr_schedule: str) -> tuple[list[torch.Tensor], float]:
+    """Train on 300 rows in minibatches of 32 (the last has 12), handing the module groups of
+    ``steps_per_execution`` minibatches per Lightning step; the weights and the last epoch's
+    train loss."""
     from fairtrain.training.sharding import ShardBatches
 
     torch.manual_seed(0)
@@ -172,11 +173,14 @@ def _fit_in_groups(steps_per_execution: int, lr_schedule: str) -> list[torch.Ten
     train = DataLoader(data, sampler=batches, batch_size=None)
     trainer.fit(module, train, DataLoader(data, batch_size=100))
     assert trainer.global_step == 3 * 10, "one optimiser step per minibatch of 32"
-    return [p.detach().clone() for p in module.parameters()]
+    return [p.detach().clone() for p in module.parameters()], float(trainer.callback_metrics["train_loss"])
 
 
 @pytest.mark.parametrize("lr_schedule", ["onecycle", "cosine"])
 def test_steps_per_execution_makes_the_same_updates(lr_schedule):
-    one = _fit_in_groups(1, lr_schedule)
-    for grouped in (_fit_in_groups(4, lr_schedule), _fit_in_groups(7, lr_schedule)):
+    one, one_loss = _fit_in_groups(1, lr_schedule)
+    for steps in (4, 7):
+        grouped, loss = _fit_in_groups(steps, lr_schedule)
         assert all(torch.equal(a, b) for a, b in zip(one, grouped, strict=True))
+        # The epoch's loss weights each minibatch by its rows, the short last one included.
+        assert loss == pytest.approx(one_loss, rel=1e-6)

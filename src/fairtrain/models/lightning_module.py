@@ -75,7 +75,7 @@ class TabularClassifier(pl.LightningModule):
         optimizer = self.optimizers()
         per_step = self._step_scheduler()
         size = self.hparams.batch_size or len(target)
-        losses, rows = [], []
+        losses = []
         for start in range(0, len(target), size):
             x, y = features[start : start + size], target[start : start + size]
             loss = self._loss(self(x), y)
@@ -85,11 +85,12 @@ class TabularClassifier(pl.LightningModule):
             if per_step is not None:
                 per_step.step()
             losses.append(loss.detach())
-            rows.append(len(y))
         # Summed once per group and logged once per epoch: self.log on every step costs more
-        # than this small network's forward pass (see benchmarks/train_throughput.py).
-        weights = torch.tensor(rows, dtype=losses[0].dtype, device=self.device)
-        self._loss_sum += torch.dot(torch.stack(losses), weights)
+        # than this small network's forward pass (see benchmarks/train_throughput.py). Weighted
+        # by rows (every minibatch but the last has `size`) with plain numbers: a tensor of
+        # weights would be a host-to-GPU copy, which waits for the queued GPU work.
+        last = len(target) - size * (len(losses) - 1)
+        self._loss_sum += torch.stack(losses).sum() * size + losses[-1] * (last - size)
         self._rows += len(target)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

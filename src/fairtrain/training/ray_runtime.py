@@ -22,8 +22,10 @@ CONNECT_TIMEOUT_S = 5.0
 
 def _head_endpoint(address: str) -> tuple[str, int] | None:
     """``(host, port)`` of a ``host:port`` or ``ray://host:port`` address; None for the forms
-    Ray resolves itself (``auto``, ``local``) or cannot be parsed here."""
+    Ray resolves itself (``auto``, ``local``, other schemes) or that cannot be parsed here."""
     target = address.removeprefix("ray://")
+    if "://" in target:  # http:// (a dashboard, for Ray Jobs) and others: Ray's own message
+        return None
     host, sep, port = target.rpartition(":")
     if not sep or not host or not port.isdigit():
         return None
@@ -39,6 +41,8 @@ def unreachable_reason(address: str) -> str | None:
     try:
         with socket.create_connection(endpoint, timeout=CONNECT_TIMEOUT_S):
             return None
+    except socket.gaierror as error:
+        return f"cannot resolve the host {endpoint[0]!r} ({error.strerror or error})"
     except OSError as error:
         return f"nothing accepts connections at {endpoint[0]}:{endpoint[1]} ({error.strerror or error})"
 
@@ -63,7 +67,7 @@ def ray_session() -> Iterator[None]:
             if reason:
                 raise ConnectionError(reason)
             ray.init(address=address, logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError) as error:
+        except (ConnectionError, RuntimeError, ValueError) as error:
             raise TrainingError(
                 f"cannot join the Ray cluster at RAY_ADDRESS={address}: {str(error).splitlines()[0]}\n"
                 "Check that the cluster is up (`ray status` on its head) and that this is its GCS "

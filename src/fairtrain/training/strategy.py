@@ -39,16 +39,19 @@ class AllReduceStrategy(RayDDPStrategy):
     averaged after every backward, and rank 0's buffers (batch-norm running statistics) are
     used for validation and checkpoints, as DDP's buffer broadcast would."""
 
-    _world: int = 1  # set in configure_ddp: >1 once the process group spans several ranks
+    _world: int = 1  # set in setup_environment: >1 once the process group spans several ranks
 
     def _distributed(self) -> bool:
         return self._world > 1
 
-    def configure_ddp(self) -> None:
-        # Decided once per fit: world_size asks Ray's train context, which costs 1% of the
-        # throughput when done after every backward.
+    def setup_environment(self) -> None:
+        super().setup_environment()  # forms the process group
+        # Read once: world_size asks Ray's train context, which costs 1% of the throughput
+        # when done after every backward.
         initialized = distributed.is_available() and distributed.is_initialized()
         self._world = self.world_size if initialized else 1
+
+    def configure_ddp(self) -> None:
         # Keep the LightningModule unwrapped; start every rank from rank 0's state.
         if self._distributed():
             _broadcast_from_rank0([*self.model.parameters(), *self.model.buffers()])
