@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fairtrain.stages.train_stage import remove_run_folder, training_key
+from fairtrain.stages.train_stage import checkpoint_folder, remove_run_folder, training_key
 from tests.helpers import quiet_trainer, shrink_params
 
 
@@ -70,3 +70,11 @@ def test_a_resumed_training_continues_exactly_as_the_uninterrupted_one(tmp_path)
     full = _fit_from(tmp_path / "full")
     resumed = _fit_from(tmp_path / "resumed", tmp_path / "full" / "epoch1.ckpt")
     assert len(full) == 5 and resumed == full[2:]
+
+
+def test_each_run_of_a_key_gets_its_own_checkpoint_folder():
+    # Two identical trainings sharing $FAIRTRAIN_RAY_STORAGE write apart; a resumed run (same
+    # run id) finds its own folder again.
+    assert checkpoint_folder("k", "run1") != checkpoint_folder("k", "run2")
+    assert checkpoint_folder("k", "run1") == checkpoint_folder("k", "run1")
+    assert checkpoint_folder("k", "run1") != checkpoint_folder("k2", "run1")

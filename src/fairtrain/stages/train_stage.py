@@ -1,10 +1,11 @@
 """The train stage: one MLflow run, Ray Train workers, an exported model.
 
 The stage survives being killed: Ray Train checkpoints every epoch into a folder named after
-a hash of the training params and the input files, next to a small record of the MLflow run.
-A rerun with the same params and data finds both, reopens the same run and continues from
-the latest checkpoint; anything else starts a new run. The folder is removed once the model
-has been exported.
+a hash of the training params and the input files (the training key) and the MLflow run id;
+a small record named after the key holds the run id. A rerun with the same params and data
+finds the record, reopens the same run and continues from the latest checkpoint in that
+run's folder; anything else starts a new run. The folder is removed once the model has been
+exported.
 """
 
 from __future__ import annotations
@@ -78,15 +79,33 @@ def remove_run_folder(storage: str | Path, name: str) -> None:
         log.warning("could not remove old checkpoints at %s/%s: %s", storage, name, error)
 
 
-def resumable_run_id(record: Path) -> str | None:
-    """The MLflow run an interrupted training with the same key left behind, when it can be
-    continued: it exists in the current store and did not finish."""
+def checkpoint_folder(key: str, run_id: str) -> str:
+    """Ray Train's folder for the training of ``key`` in MLflow run ``run_id``. The run id
+    keeps two identical trainings apart when several workspaces share one storage location
+    ($FAIRTRAIN_RAY_STORAGE); a resumed run has the same id, so it finds its checkpoints."""
+    return f"fairtrain-train-{key}-{run_id}"
+
+
+def recorded_run_id(record: Path) -> str | None:
+    """The MLflow run id in a training's resume record, if there is a readable one."""
     if not record.exists():
         return None
     try:
-        run_id = str(json.loads(record.read_text())["run_id"])
+        return str(json.loads(record.read_text())["run_id"])
+    except (OSError, ValueError, KeyError) as error:
+        log.warning("ignoring %s: %s", record, error)
+        return None
+
+
+def resumable_run_id(record: Path) -> str | None:
+    """The MLflow run an interrupted training with the same key left behind, when it can be
+    continued: it exists in the current store and did not finish."""
+    run_id = recorded_run_id(record)
+    if run_id is None:
+        return None
+    try:
         status = MlflowClient().get_run(run_id).info.status
-    except (OSError, ValueError, KeyError, MlflowException) as error:
+    except MlflowException as error:
         log.warning("ignoring %s: %s", record, error)
         return None
     if status == "FINISHED":
@@ -219,18 +238,20 @@ def train_stage(
     # the model; the resume record always stays local, next to the model.
     remote = os.environ.get(STORAGE_ENV, "")
     storage: str | Path = remote if "://" in remote else Path(remote or model_dir / STORAGE_DIR).resolve()
-    name = f"fairtrain-train-{key}"
-    record = (model_dir / STORAGE_DIR).resolve() / f"{name}.json"
+    record = (model_dir / STORAGE_DIR).resolve() / f"fairtrain-train-{key}.json"
     # One training per key at a time in this model directory (see training/driver_guard.py).
     with exclusive_training(record.with_suffix(".lock")):
+        previous_id = recorded_run_id(record)
         resume_id = resumable_run_id(record)
         close_abandoned_runs(experiment_id, key, keep=resume_id)
-        if resume_id is None:
-            remove_run_folder(storage, name)  # checkpoints of a run that finished or is gone
+        if resume_id is None and previous_id:
+            # Checkpoints of a recorded run that finished or is gone.
+            remove_run_folder(storage, checkpoint_folder(key, previous_id))
         options = model_options(params, preprocessor, y_train)
 
         with training_run(resume_id, f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run:
             run_id = run.info.run_id
+            name = checkpoint_folder(key, run_id)
             mlflow.set_tags({"fairtrain.training_key": key, DRIVER_TAG: driver_tag()})
             log.info("MLflow run %s in %s", run_id, uri)
             if resume_id:
