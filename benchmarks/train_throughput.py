@@ -27,7 +27,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 from torchmetrics.classification import BinaryAUROC
 
 from fairtrain.config import load_params
@@ -39,7 +39,7 @@ from fairtrain.stages.prepare_stage import prepare_stage
 from fairtrain.stages.validate_stage import validate_stage
 from fairtrain.training.sharding import ShardBatches, shard_indices
 from fairtrain.training.strategy import average_gradients
-from fairtrain.training.worker import VALIDATION_BATCH_ROWS, build_module
+from fairtrain.training.worker import VALIDATION_BATCH_ROWS, build_module, loader
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,18 +191,10 @@ def plain_lightning(params, data, epochs: int, device: str) -> dict:
     )
     trainer.fit(
         module,
-        DataLoader(
-            train,
-            sampler=ShardBatches(
-                len(train), batch * params.train.steps_per_execution, 1, 0, params.train.seed
-            ),
-            batch_size=None,
+        loader(
+            train, ShardBatches(len(train), batch * params.train.steps_per_execution, 1, 0, params.train.seed)
         ),
-        DataLoader(
-            val,
-            sampler=ShardBatches(len(val), max(batch, VALIDATION_BATCH_ROWS), 1, 0, 0, shuffle=False),
-            batch_size=None,
-        ),
+        loader(val, ShardBatches(len(val), max(batch, VALIDATION_BATCH_ROWS), 1, 0, 0, shuffle=False)),
     )
     return {"epoch_seconds": timer.times, "samples_per_second": steady(timer.times, len(train))}
 

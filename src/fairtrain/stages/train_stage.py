@@ -97,16 +97,15 @@ def recorded_run_id(record: Path) -> str | None:
         return None
 
 
-def resumable_run_id(record: Path) -> str | None:
-    """The MLflow run an interrupted training with the same key left behind, when it can be
-    continued: it exists in the current store and did not finish."""
-    run_id = recorded_run_id(record)
+def resumable_run_id(run_id: str | None) -> str | None:
+    """``run_id`` (from the key's resume record) when that run can be continued: it exists
+    in the current store and did not finish."""
     if run_id is None:
         return None
     try:
         status = MlflowClient().get_run(run_id).info.status
     except MlflowException as error:
-        log.warning("ignoring %s: %s", record, error)
+        log.warning("ignoring the recorded run %s: %s", run_id, error)
         return None
     if status == "FINISHED":
         return None
@@ -242,7 +241,7 @@ def train_stage(
     # One training per key at a time in this model directory (see training/driver_guard.py).
     with exclusive_training(record.with_suffix(".lock")):
         previous_id = recorded_run_id(record)
-        resume_id = resumable_run_id(record)
+        resume_id = resumable_run_id(previous_id)
         close_abandoned_runs(experiment_id, key, keep=resume_id)
         if resume_id is None and previous_id:
             # Checkpoints of a recorded run that finished or is gone.

@@ -60,17 +60,25 @@ def _pid_namespace() -> str | None:
         return None
 
 
-def _process(pid: int) -> dict[str, object]:
-    """What identifies process ``pid`` of this machine: a pid alone can be reused, a host name
-    can be shared (cloned machines, containers), a boot id changes with every reboot and a pid
-    is only meaningful inside its pid namespace."""
+def _started(pid: int) -> str:
+    """When ``pid`` started: clock ticks since boot on Linux, psutil's start time elsewhere
+    (raises ``psutil.Error`` when there is no such process)."""
+    return _start_ticks(pid) or str(psutil.Process(pid).create_time())
+
+
+def _machine() -> dict[str, object]:
+    """Where a pid means something: a host name can be shared (cloned machines, containers),
+    a boot id changes with every reboot and a pid is only meaningful inside its namespace."""
     return {
         "host": socket.gethostname(),
         "boot": _read("/proc/sys/kernel/random/boot_id"),
         "pid_namespace": _pid_namespace(),
-        "pid": pid,
-        "started": _start_ticks(pid) or str(psutil.Process(pid).create_time()),
     }
+
+
+def _process(pid: int) -> dict[str, object]:
+    """What identifies process ``pid`` of this machine (a pid alone can be reused)."""
+    return {**_machine(), "pid": pid, "started": _started(pid)}
 
 
 def driver_tag() -> str:
@@ -91,7 +99,7 @@ def driver_alive(tag: str | None) -> bool:
         host, boot, namespace = driver["host"], driver.get("boot"), driver.get("pid_namespace")
     except (ValueError, KeyError, TypeError):
         return False
-    here = _process(os.getpid())
+    here = _machine()
     if host != here["host"]:
         return True
     if boot != here["boot"]:
@@ -99,10 +107,8 @@ def driver_alive(tag: str | None) -> bool:
     if namespace != here["pid_namespace"]:
         return True
     try:
-        return _process(pid)["started"] == str(driver.get("started"))
-    except psutil.Error:  # no such process (off Linux, where the start time comes from psutil)
-        return False
-    except (IndexError, TypeError):
+        return _started(pid) == str(driver.get("started"))
+    except (psutil.Error, IndexError):  # no such process, or an unreadable /proc entry
         return False
 
 
