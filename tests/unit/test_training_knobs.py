@@ -153,12 +153,26 @@ def test_periodic_numeric_embedding_round_trips_and_keeps_input_gradients(tmp_pa
         TabularMLP(6, [8], embeddings=[[2, 6, 2]], numeric_embedding={**spec, "indices": [0, 3]})
 
 
-def _fit_in_groups(steps_per_execution: int, lr_schedule: str) -> tuple[list[torch.Tensor], float]:
-    """Train on 300 rows in minibatches of 32 (the last has 12), handing the module groups of
-    ``steps_per_execution`` minibatches per Lightning step; the weights and the last epoch's
-    train loss."""
-    from fairtrain.training.sharding import ShardBatches
+class _HookCounter(pl.Callback):
+    def __init__(self) -> None:
+        self.calls = {"on_before_backward": 0, "on_after_backward": 0, "on_before_optimizer_step": 0}
 
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self.calls["on_before_backward"] += 1
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.calls["on_after_backward"] += 1
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.calls["on_before_optimizer_step"] += 1
+
+
+def _fit_in_groups(
+    steps_per_execution: int, lr_schedule: str, plugins: list | None = None
+) -> tuple[list[torch.Tensor], float, dict[str, int]]:
+    """Train on 300 rows in minibatches of 32 (the last has 12), handing the module groups of
+    ``steps_per_execution`` minibatches per Lightning step; the weights, the last epoch's
+    train loss and how often the per-step hooks ran."""
     torch.manual_seed(0)
     x = torch.randn(300, 6)
     y = (x[:, 0] - x[:, 2] > 0).float()
@@ -166,21 +180,47 @@ def _fit_in_groups(steps_per_execution: int, lr_schedule: str) -> tuple[list[tor
     pl.seed_everything(3, verbose=False)
     module = TabularClassifier(
         6, [8], 0.2, 0.01, 0.01, max_epochs=3, steps_per_epoch=10, lr_schedule=lr_schedule,
-        batch_size=32, gradient_clip_val=0.5,
+        batch_size=32, gradient_clip_val=0.05,  # small enough that clipping acts
     )  # fmt: skip
-    trainer = quiet_trainer(deterministic=True)
+    hooks = _HookCounter()
+    trainer = quiet_trainer(deterministic=True, callbacks=[hooks], plugins=plugins)
     batches = ShardBatches(300, 32 * steps_per_execution, 1, 0, seed=5)
     train = DataLoader(data, sampler=batches, batch_size=None)
     trainer.fit(module, train, DataLoader(data, batch_size=100))
     assert trainer.global_step == 3 * 10, "one optimiser step per minibatch of 32"
-    return [p.detach().clone() for p in module.parameters()], float(trainer.callback_metrics["train_loss"])
+    weights = [p.detach().clone() for p in module.parameters()]
+    return weights, float(trainer.callback_metrics["train_loss"]), hooks.calls
 
 
 @pytest.mark.parametrize("lr_schedule", ["onecycle", "cosine"])
 def test_steps_per_execution_makes_the_same_updates(lr_schedule):
-    one, one_loss = _fit_in_groups(1, lr_schedule)
+    one, one_loss, hooks = _fit_in_groups(1, lr_schedule)
+    assert set(hooks.values()) == {3 * 10}, "every minibatch gets every hook"
     for steps in (4, 7):
-        grouped, loss = _fit_in_groups(steps, lr_schedule)
+        grouped, loss, hooks = _fit_in_groups(steps, lr_schedule)
         assert all(torch.equal(a, b) for a, b in zip(one, grouped, strict=True))
         # The epoch's loss weights each minibatch by its rows, the short last one included.
         assert loss == pytest.approx(one_loss, rel=1e-6)
+        # Lightning's per-step hooks run once per group, for its last minibatch.
+        assert set(hooks.values()) == {3 * -(-10 // steps)}
+
+
+# The scaler skips the overflowing first steps, so the one-cycle schedule steps before the
+# optimiser does: torch warns, as it would in any AMP training that starts this way.
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+def test_grouped_steps_keep_amp_loss_scaling():
+    """16-bit autocast with a GradScaler (the 16-mixed path of the GPU config, here on CPU):
+    the steps without hooks scale, unscale before clipping and step through the scaler
+    exactly as Lightning's MixedPrecision plugin does."""
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    def amp() -> list:
+        # A large initial scale that overflows at first: the scaler must skip those steps.
+        return [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**24))]
+
+    one, one_loss, _ = _fit_in_groups(1, "onecycle", amp())
+    plain, _, _ = _fit_in_groups(1, "onecycle")
+    assert not all(torch.equal(a, b) for a, b in zip(one, plain, strict=True)), "AMP was not in use"
+    grouped, loss, _ = _fit_in_groups(4, "onecycle", amp())
+    assert all(torch.equal(a, b) for a, b in zip(one, grouped, strict=True))
+    assert loss == pytest.approx(one_loss, rel=1e-6)
