@@ -195,6 +195,27 @@ def test_missing_share_threshold_comes_from_params(tmp_path, raw_params):
     assert "missing_share" in (tmp_path / "v.txt").read_text() or "12.5%" in (tmp_path / "v.txt").read_text()
 
 
+def test_lines_are_the_files_after_empty_lines_and_skipped_rows(tmp_path, raw_params):
+    """A blank line and a row with too few fields come before the bad cells: every reported
+    line is still the line of the file that holds the problem."""
+    rows = [",".join(r) for r in _rows_with({(3, "age"): "thirty", (6, "sex"): "Mle"})]
+    rows.insert(1, "")  # a blank line after data row 0
+    rows.insert(3, "39,State-gov,Bachelors")  # too few fields, after data row 1
+    path = tmp_path / "shifted.csv"
+    path.write_text("\n".join([",".join(COLUMNS), *rows]) + "\n", encoding="utf-8")
+    raw_params["validate"] = {"min_group_rows": 1, "chunk_rows": 3}
+    payload, message = _run(_params(raw_params), path, tmp_path)
+    file_lines = path.read_text().splitlines()
+    for check, column, needle in [
+        ("type", "age", "thirty"),
+        ("categories", "sex", "Mle"),
+        ("field_count", None, "39,State-gov,Bachelors"),
+    ]:
+        (line,) = _problem(payload, check, column)["lines"]
+        assert needle in file_lines[line - 1].split(",") or file_lines[line - 1] == needle, (check, line)
+    assert "line(s) [7]" in message  # "thirty": data row 3, after the blank and the short row
+
+
 def test_every_problem_is_collected_across_chunks(tmp_path, raw_params):
     rows = _rows_with(
         {(0, "age"): "old", (7, "age"): "999", (6, "sex"): "F", (5, "income-per-year"): "maybe"}

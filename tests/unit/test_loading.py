@@ -1,4 +1,5 @@
-"""fairtrain.data.loading.read_raw_table on small files written to tmp_path."""
+"""fairtrain.data.loading: read_raw_table, iter_raw_chunks and csv_file_lines on small files
+written to tmp_path."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import gzip
 import pandas as pd
 import pytest
 
-from fairtrain.data.loading import read_raw_table
+from fairtrain.data.loading import csv_file_lines, iter_raw_chunks, read_raw_table
 from fairtrain.errors import DataValidationError
 
 
@@ -109,3 +110,25 @@ def test_unreadable_parquet_is_reported(tmp_path):
     path.write_bytes(b"this is not parquet")
     with pytest.raises(DataValidationError, match="unreadable Parquet"):
         read_raw_table(path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_csv_file_lines_finds_every_row_after_empty_and_skipped_lines(tmp_path, suffix):
+    """Empty lines (LF and CRLF) and rows the reader skips (wrong field count) shift the
+    reader's numbering; every data row and every skipped row must map to its own line."""
+    lines = ["a,b", "1,x", "", "2,y", "3,y,extra", "\r", "4,z", "5", "", "", "6,w", "7,v"]
+    text = "\n".join(lines) + "\n"
+    path = tmp_path / f"t{suffix}"
+    if suffix == ".csv.gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text, newline="")
+    invalid: list = []
+    table = pd.concat(iter_raw_chunks(path, chunk_rows=2, invalid_rows=invalid), ignore_index=True)
+    assert table["a"].tolist() == ["1", "2", "4", "6", "7"]
+    rows, skipped = csv_file_lines(path, range(len(table)), [r.number for r in invalid])
+    for row, line in rows.items():
+        assert lines[line - 1] == ",".join(table.loc[row, ["a", "b"]]), (row, line)
+    assert len(rows) == len(table)
+    assert {lines[skipped[r.number] - 1] for r in invalid} == {"3,y,extra", "5"}
+    assert sorted(skipped.values()) == [5, 8]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -143,6 +143,48 @@ def describe_invalid_row(row: pacsv.InvalidRow) -> str:
     if row.actual_columns < row.expected_columns:
         return f"too few fields ({row.actual_columns} instead of {row.expected_columns})"
     return f"too many fields ({row.actual_columns} instead of {row.expected_columns})"
+
+
+def csv_file_lines(
+    path: Path, data_rows: Iterable[int], skipped: Iterable[int]
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Where rows of a CSV read by ``iter_raw_chunks`` sit in the file, as line numbers from 1.
+
+    The reader numbers rows from 1 (the header is 1) over the non-empty lines only, and leaves
+    the rows it skipped (``skipped``: their reader numbers) out of the table. Data row ``i``
+    of the table is therefore on line ``i + 2`` only while no empty line and no skipped row
+    came before it. Returns ``{data row: line}`` and ``{skipped reader number: line}``, from
+    one pass over the file that stops at the last row asked for; a row not found (a file
+    whose lines end in a bare CR) is left out.
+    """
+    skipped = sorted(set(skipped))
+    data_at: dict[int, int] = {}  # reader number -> data row
+    for row in set(data_rows):
+        number = row + 2
+        for gap in skipped:  # each skipped row at or before it moves it one number on
+            if gap > number:
+                break
+            number += 1
+        data_at[number] = row
+    wanted = set(data_at) | set(skipped)
+    rows: dict[int, int] = {}
+    skipped_lines: dict[int, int] = {}
+    if not wanted:
+        return rows, skipped_lines
+    last, number = max(wanted), 0
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            if not raw.rstrip(b"\r\n"):
+                continue  # the reader ignores empty lines
+            number += 1
+            if number in data_at:
+                rows[data_at[number]] = line
+            elif number in wanted:
+                skipped_lines[number] = line
+            if number >= last:
+                break
+    return rows, skipped_lines
 
 
 def _read_header(path: Path) -> list[str]:
