@@ -194,3 +194,27 @@ def test_cli_exit_codes_and_report_files(tmp_path, sample, reference, splits, ca
     assert "file not found" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists()  # the drift check needs no tracking store
     pd.read_csv(tmp_path / "ok.csv")  # the batch file itself is untouched
+
+
+def test_boolean_columns_are_compared_by_their_shares():
+    """The loans example declares two boolean columns and two datetimes: booleans are
+    described and checked like categoricals; datetimes are left out (see reference_stats)."""
+    from fairtrain.config import load_params
+    from fairtrain.data.generators import loans_table
+
+    params = load_params(PROJECT_ROOT / "examples/loans/params.yaml")
+    schema = params.dataset
+    typed = clean_table(loans_table(3000, seed=1), schema)
+    train, later = typed.iloc[:2000], typed.iloc[2000:].reset_index(drop=True)
+    reference = reference_statistics(train, schema, params.drift.reference)
+    assert set(schema.boolean_features) == {"has_guarantor", "first_time_borrower"}
+    assert set(schema.boolean_features) <= set(reference["categorical"])
+    assert not set(schema.datetime_features) & {*reference["numeric"], *reference["categorical"]}
+
+    def guarantor_check(batch):
+        report = check_drift(batch, reference, schema, params.drift)
+        return next(c for c in report["checks"] if c["column"] == "has_guarantor")
+
+    assert not guarantor_check(later)["drifted"]
+    everyone = later.assign(has_guarantor=pd.array([True] * len(later), dtype="boolean"))
+    assert guarantor_check(everyone)["drifted"]

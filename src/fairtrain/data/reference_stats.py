@@ -6,9 +6,11 @@ rows nor the code that made them. Per column:
 - numeric: count, missing share, mean/std, 101 quantiles (0 %, 1 %, …, 100 %), quantile bins
   for PSI (interior cut points and the share of training rows in each bin) and a seeded random
   sample of at most ``sample_size`` values for the two-sample KS test;
-- categorical: the share of each value (missing values as ``<missing>``);
+- categorical and boolean: the share of each value (missing values as ``<missing>``);
 
 plus the positive-label rate overall and within every group of every sensitive feature.
+Datetime columns are not described: a later batch is later by nature, so their values
+always "drift"; the features derived from them are not columns of the typed table.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from fairtrain.data.validation import add_group_columns
 FORMAT_VERSION = 1
 MISSING = "<missing>"
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 101)
+
+
+def share_columns(schema: DatasetConfig) -> list[str]:
+    """The columns compared by the share of each value: categorical and boolean features."""
+    return [*schema.categorical_features, *schema.boolean_features]
 
 
 def numeric_cut_points(values: np.ndarray, bins: int) -> list[float]:
@@ -101,7 +108,7 @@ def reference_statistics(train: pd.DataFrame, schema: DatasetConfig, params: Dri
             "missing_share": float(train[column].isna().mean()) if len(train) else 0.0,
             "shares": category_shares(train[column]),
         }
-        for column in schema.categorical_features
+        for column in share_columns(schema)
     }
     return {
         "format_version": FORMAT_VERSION,

@@ -3,8 +3,8 @@
 Checks, each against a threshold from ``params.drift``:
 
 - PSI (population stability index) per numeric column, on the reference's quantile bins plus a
-  missing bin, and per categorical column, on its values plus ``<missing>`` and one ``<unseen>``
-  bucket for values training never had;
+  missing bin, and per categorical or boolean column, on its values plus ``<missing>`` and one
+  ``<unseen>`` bucket for values training never had;
 - KS (two-sample Kolmogorov-Smirnov statistic) per numeric column, exact against the bounded
   random sample of training values stored in the reference (``drift.reference.sample_size``),
   not approximated from quantiles: point masses (a money column that is mostly zero, say) make an
@@ -33,6 +33,7 @@ from fairtrain.data.reference_stats import (
     category_shares,
     label_rates,
     numeric_bin_shares,
+    share_columns,
 )
 from fairtrain.data.validation import clean_table, validate_table
 from fairtrain.errors import DataValidationError, FairtrainError
@@ -193,7 +194,7 @@ def check_drift(
             f"reference statistics have format_version {reference.get('format_version')!r}, "
             f"expected {FORMAT_VERSION}; rerun `dvc repro prepare`"
         )
-    expected = {"numeric": schema.numeric_features, "categorical": schema.categorical_features}
+    expected = {"numeric": schema.numeric_features, "categorical": share_columns(schema)}
     for kind, columns in expected.items():
         if sorted(reference[kind]) != sorted(columns):
             raise FairtrainError(
