@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
 from fairtrain.config import TrainConfig
@@ -167,27 +168,47 @@ class _HookCounter(pl.Callback):
         self.calls["on_before_optimizer_step"] += 1
 
 
+class _CountingStrategy(SingleDeviceStrategy):
+    """Counts the strategy's calls around each backward: on Ray workers post_backward is
+    the gradient all-reduce, which every minibatch needs exactly once."""
+
+    def __init__(self) -> None:
+        super().__init__(device=torch.device("cpu"))
+        self.calls = {"pre_backward": 0, "post_backward": 0}
+
+    def pre_backward(self, closure_loss) -> None:
+        self.calls["pre_backward"] += 1
+        super().pre_backward(closure_loss)
+
+    def post_backward(self, closure_loss) -> None:
+        self.calls["post_backward"] += 1
+        super().post_backward(closure_loss)
+
+
 def _fit_in_groups(
-    steps_per_execution: int, lr_schedule: str, plugins: list | None = None
+    steps_per_execution: int, lr_schedule: str, plugins: list | None = None, module_class=TabularClassifier
 ) -> tuple[list[torch.Tensor], float, dict[str, int]]:
     """Train on 300 rows in minibatches of 32 (the last has 12), handing the module groups of
     ``steps_per_execution`` minibatches per Lightning step; the weights, the last epoch's
-    train loss and how often the per-step hooks ran."""
+    train loss and how often the per-step hooks ran. Every minibatch must pass through the
+    strategy's pre- and post-backward once, whatever the grouping."""
     torch.manual_seed(0)
     x = torch.randn(300, 6)
     y = (x[:, 0] - x[:, 2] > 0).float()
     data = TensorDataset(x, y)
     pl.seed_everything(3, verbose=False)
-    module = TabularClassifier(
+    module = module_class(
         6, [8], 0.2, 0.01, 0.01, max_epochs=3, steps_per_epoch=10, lr_schedule=lr_schedule,
         batch_size=32, gradient_clip_val=0.05,  # small enough that clipping acts
     )  # fmt: skip
     hooks = _HookCounter()
-    trainer = quiet_trainer(deterministic=True, callbacks=[hooks], plugins=plugins)
+    strategy = _CountingStrategy()
+    trainer = quiet_trainer(deterministic=True, callbacks=[hooks], plugins=plugins, strategy=strategy)
     batches = ShardBatches(300, 32 * steps_per_execution, 1, 0, seed=5)
     train = DataLoader(data, sampler=batches, batch_size=None)
     trainer.fit(module, train, DataLoader(data, batch_size=100))
     assert trainer.global_step == 3 * 10, "one optimiser step per minibatch of 32"
+    assert strategy.calls == {"pre_backward": 3 * 10, "post_backward": 3 * 10}
     weights = [p.detach().clone() for p in module.parameters()]
     return weights, float(trainer.callback_metrics["train_loss"]), hooks.calls
 
@@ -205,6 +226,22 @@ def test_steps_per_execution_makes_the_same_updates(lr_schedule):
         assert set(hooks.values()) == {3 * -(-10 // steps)}
 
 
+def test_a_module_with_its_own_backward_gets_lightnings_path_for_every_minibatch():
+    """The hook-free steps skip LightningModule.backward, so a subclass that overrides it
+    must not get them: every minibatch then goes through manual_backward and its hooks."""
+    calls = []
+
+    class OwnBackward(TabularClassifier):
+        def backward(self, loss, *args, **kwargs) -> None:
+            calls.append(1)
+            loss.backward(*args, **kwargs)
+
+    one, _, _ = _fit_in_groups(1, "onecycle")
+    grouped, _, hooks = _fit_in_groups(4, "onecycle", module_class=OwnBackward)
+    assert len(calls) == 3 * 10 and set(hooks.values()) == {3 * 10}
+    assert all(torch.equal(a, b) for a, b in zip(one, grouped, strict=True))
+
+
 # The scaler skips the overflowing first steps, so the one-cycle schedule steps before the
 # optimiser does: torch warns, as it would in any AMP training that starts this way.
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
@@ -218,9 +255,12 @@ def test_grouped_steps_keep_amp_loss_scaling():
         # A large initial scale that overflows at first: the scaler must skip those steps.
         return [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**24))]
 
-    one, one_loss, _ = _fit_in_groups(1, "onecycle", amp())
+    single, grouped = amp(), amp()
+    one, one_loss, _ = _fit_in_groups(1, "onecycle", single)
     plain, _, _ = _fit_in_groups(1, "onecycle")
     assert not all(torch.equal(a, b) for a, b in zip(one, plain, strict=True)), "AMP was not in use"
-    grouped, loss, _ = _fit_in_groups(4, "onecycle", amp())
-    assert all(torch.equal(a, b) for a, b in zip(one, grouped, strict=True))
+    weights, loss, _ = _fit_in_groups(4, "onecycle", grouped)
+    assert all(torch.equal(a, b) for a, b in zip(one, weights, strict=True))
     assert loss == pytest.approx(one_loss, rel=1e-6)
+    # Overflowing steps were skipped (each halves the scale), the same number in both.
+    assert grouped[0].scaler.get_scale() == single[0].scaler.get_scale() < 2.0**24

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.precision.amp import _optimizer_handles_unscaling
 from pytorch_lightning.plugins.precision import MixedPrecision, Precision
+from pytorch_lightning.strategies import Strategy
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.nn import functional as F
 from torchmetrics.classification import BinaryAUROC
@@ -76,11 +78,18 @@ class TabularClassifier(pl.LightningModule):
         return F.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight)
 
     def on_train_start(self) -> None:
-        # The hook-free steps repeat what these precision plugins do around a step (plain
-        # float, or autocast with an optional GradScaler); any other plugin (DeepSpeed,
-        # bitsandbytes...) gets Lightning's own path for every minibatch.
-        plugin = self.trainer.precision_plugin
-        self._hook_free_steps = type(plugin) in (Precision, MixedPrecision)
+        # The hook-free steps repeat what Lightning's stock backward and these precision
+        # plugins do around a step (plain float, or autocast with an optional GradScaler).
+        # Anything that changes that (another plugin such as DeepSpeed's or bitsandbytes',
+        # an overridden backward, DDP's post-local-SGD model averaging) gets Lightning's own
+        # path for every minibatch.
+        plugin, strategy = self.trainer.precision_plugin, self.trainer.strategy
+        self._hook_free_steps = (
+            type(plugin) in (Precision, MixedPrecision)
+            and type(self).backward is pl.LightningModule.backward
+            and type(strategy).backward is Strategy.backward
+            and getattr(strategy, "_model_averager", None) is None
+        )
         self._scaler = getattr(plugin, "scaler", None)
 
     def on_train_epoch_start(self) -> None:
@@ -119,11 +128,12 @@ class TabularClassifier(pl.LightningModule):
         raw, strategy, scaler = optimizer.optimizer, self.trainer.strategy, self._scaler
         raw.zero_grad(set_to_none=True)
         strategy.pre_backward(loss)
-        (loss if scaler is None else scaler.scale(loss)).backward()
-        strategy.post_backward(loss.detach())  # the gradient all-reduce across workers
+        scaled = loss if scaler is None else scaler.scale(loss)
+        scaled.backward()
+        strategy.post_backward(scaled.detach())  # the gradient all-reduce across workers
         # The LightningOptimizer's own bracket of every step: it counts the step (global_step).
         optimizer._on_before_step()
-        if scaler is not None:
+        if scaler is not None and not _optimizer_handles_unscaling(raw):
             scaler.unscale_(raw)  # before clipping, as MixedPrecision.optimizer_step does
         self._clip_gradients(raw)
         if scaler is None:
