@@ -145,6 +145,11 @@ def describe_invalid_row(row: pacsv.InvalidRow) -> str:
     return f"too many fields ({row.actual_columns} instead of {row.expected_columns})"
 
 
+def _open(path: Path, mode: str, **options):
+    """Open a CSV, gunzipping a ``.gz`` one."""
+    return (gzip.open if path.name.lower().endswith(".gz") else open)(path, mode, **options)
+
+
 def csv_file_lines(
     path: Path, data_rows: Iterable[int], skipped: Iterable[int]
 ) -> tuple[dict[int, int], dict[int, int]]:
@@ -172,8 +177,7 @@ def csv_file_lines(
     if not wanted:
         return rows, skipped_lines
     last, number = max(wanted), 0
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as handle:
+    with _open(path, "rb") as handle:
         for line, raw in enumerate(handle, start=1):
             if not raw.rstrip(b"\r\n"):
                 continue  # the reader ignores empty lines
@@ -188,9 +192,8 @@ def csv_file_lines(
 
 
 def _read_header(path: Path) -> list[str]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+        with _open(path, "rt", encoding="utf-8", newline="") as handle:
             return next(csv.reader(handle), [])
     except UnicodeDecodeError as error:
         raise DataValidationError(_utf8_message(path, error)) from None
@@ -245,8 +248,7 @@ def _utf8_message(path: Path, error: UnicodeDecodeError) -> str:
 
 
 def _first_non_utf8_line(path: Path) -> int | None:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as handle:
+    with _open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
                 raw.decode("utf-8")

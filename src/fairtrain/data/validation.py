@@ -34,6 +34,11 @@ MAX_EXAMPLES = 5
 MISSING_WARNING_SHARE = 0.05
 
 
+# The checks of rows the CSV reader itself skipped; their lines are the reader's row numbers.
+FIELD_COUNT, UNTERMINATED_QUOTE = "field_count", "unterminated_quote"
+READER_CHECKS = frozenset({FIELD_COUNT, UNTERMINATED_QUOTE})
+
+
 @dataclass
 class Problem:
     column: str | None
@@ -269,7 +274,7 @@ class TableValidator:
 
     def add_invalid_row(self, line: int | None, why: str, text: str) -> None:
         """A CSV row the reader skipped: too few or too many fields, or an unterminated quote."""
-        check = "unterminated_quote" if "quote" in why else "field_count"
+        check = UNTERMINATED_QUOTE if "quote" in why else FIELD_COUNT
         key = (None, check)
         problem = self.errors.setdefault(
             key,

@@ -70,6 +70,9 @@ class TabularClassifier(pl.LightningModule):
         self.val_auc = BinaryAUROC()
         # A buffer moves with the module to the GPU; None means an unweighted loss.
         self.register_buffer("pos_weight", None if pos_weight is None else torch.tensor(float(pos_weight)))
+        # Set for each fit in on_train_start.
+        self._hook_free_steps = False
+        self._scaler: torch.amp.GradScaler | None = None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.model(features)
@@ -105,7 +108,7 @@ class TabularClassifier(pl.LightningModule):
         for start in range(0, len(target), size):
             x, y = features[start : start + size], target[start : start + size]
             loss = self._loss(self(x), y)
-            if start + size < len(target) and getattr(self, "_hook_free_steps", False):
+            if start + size < len(target) and self._hook_free_steps:
                 self._step_without_hooks(optimizer, loss)
             else:
                 optimizer.zero_grad(set_to_none=True)

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from fairtrain.config import ColumnType, DatasetConfig, Params
 from fairtrain.data.loading import csv_file_lines, describe_invalid_row, is_csv, iter_raw_chunks
-from fairtrain.data.validation import Problem, TableValidator, ValidationReport
+from fairtrain.data.validation import READER_CHECKS, Problem, TableValidator, ValidationReport
 from fairtrain.errors import DataValidationError
 from fairtrain.io import atomic_path, write_json, write_text
 
@@ -85,21 +85,17 @@ def validate_stage(
     return report
 
 
-# Problems found by the CSV reader itself; their lines are the reader's row numbers.
-_READER_CHECKS = {"field_count", "unterminated_quote"}
-
-
 def locate_lines(report: ValidationReport, path: Path, skipped: list[int]) -> None:
     """Make every problem's lines the CSV file's line numbers. The validator numbers data
     row i as line i + 2 and the reader numbers the rows it skipped over non-empty lines only;
     both drift from the file after an empty line or a skipped row."""
     problems = [p for p in [*report.errors, *report.warnings] if p.lines]
-    data_rows = {line - 2 for p in problems if p.check not in _READER_CHECKS for line in p.lines}
     if not problems:
         return
+    data_rows = {line - 2 for p in problems if p.check not in READER_CHECKS for line in p.lines}
     rows, skipped_lines = csv_file_lines(path, data_rows, skipped)
     for problem in problems:
-        if problem.check in _READER_CHECKS:
+        if problem.check in READER_CHECKS:
             problem.lines = [skipped_lines.get(number, number) for number in problem.lines]
         else:
             problem.lines = [rows.get(line - 2, line) for line in problem.lines]
