@@ -1,25 +1,35 @@
 """Training throughput: the same model on the same data, four ways, in one run.
 
-    python benchmarks/train_throughput.py                 # CPU, Adult, 5 epochs
+    python benchmarks/train_throughput.py                 # CPU, Adult, 3 rounds of 20 epochs
+    python benchmarks/train_throughput.py --rounds 1      # quicker, noisier
     python benchmarks/train_throughput.py --device cuda   # one GPU (the Ray path then uses use_gpu)
 
-(a) a hand-written PyTorch loop (the practical limit), (b) a plain Lightning ``Trainer``,
-(c) the Ray Train path of the train stage with 1 and 2 workers. Every way trains the
+(a) a hand-written PyTorch loop (the practical limit), (b) the same loop as N gloo processes
+(the practical limit for N workers on this machine), (c) a plain Lightning ``Trainer``, (d)
+the Ray Train path of the train stage with 1 and N workers. Every way trains the
 ``TabularClassifier`` of params.yaml on the Adult training split (validate -> prepare ->
 augment, as the pipeline does) with the same batch size, and every "epoch" is one pass over
 the training rows plus one over the validation rows. Steady-state throughput is training
-rows per second over the epochs after the first (the first pays for warm-up); the Ray path's
-fixed start-up overhead is its wall time minus its epochs' time. On CPU every way uses one
-thread per worker (Ray gives each worker one CPU), so "per worker" ratios compare like with like.
+rows per second, the median over the second half of the epochs: an epoch of Adult takes
+about 0.2 s, so the first ones cover little more than warm-up (first allocations and calls,
+and for the Ray path the first seconds of its processes). The Ray path's fixed start-up overhead
+is its wall time minus its epochs' time. On CPU every way uses one thread per worker (Ray
+gives each worker one CPU), so "per worker" ratios compare like with like.
+
+Every way runs ``--rounds`` times, interleaved, with a hand-loop run before and after each
+(see ``bracketed_ratios``), all while the local Ray instance is up; the table gives medians
+over the rounds and the range of the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +74,9 @@ def module_config(params, data, epochs: int) -> dict:
 
 
 def steady(epoch_seconds: list[float], rows: int) -> float:
-    later = epoch_seconds[1:] or epoch_seconds
-    return rows / statistics.median(later)
+    """Rows per second over the second half of the epochs: the first half is warm-up (see
+    the module's docstring)."""
+    return rows / statistics.median(epoch_seconds[len(epoch_seconds) // 2 :])
 
 
 def hand_loop(params, data, epochs: int, device: str, rank: int = 0, world: int = 1) -> dict:
@@ -223,12 +234,48 @@ def ray_path(params, data, epochs: int, workers: int, device: str) -> dict:
     }
 
 
+HAND = "hand-written loop"
+
+
+def _workers(way: str) -> int:
+    """Worker (process) count in a way's name: "Ray Train, 2 worker(s)" -> 2; 1 otherwise."""
+    return int(way.split(", ")[1].split()[0]) if ", " in way else 1
+
+
+def bracketed_ratios(sequence: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Per-worker throughput of every way in one round over the hand loop's, where the hand
+    loop's figure is the mean of its runs just before and just after that way.
+
+    ``sequence`` is the round's (way, samples/s) in the order they ran; a hand-loop run
+    comes first and after every other way. This machine's speed drifts by several per cent
+    over tens of seconds (other tenants of the host), so a ratio to a hand loop measured a
+    minute earlier mixes the drift into the comparison; bracketing each way with hand-loop
+    runs cancels drift that is linear over the way's own run.
+    """
+    ratios = []
+    for i, (way, value) in enumerate(sequence):
+        if way == HAND:
+            continue
+        before = next(v for w, v in reversed(sequence[:i]) if w == HAND)
+        after = next((v for w, v in sequence[i + 1 :] if w == HAND), before)
+        ratios.append((way, value / _workers(way) / ((before + after) / 2)))
+    return ratios
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    median = statistics.median(values)
+    if len(values) == 1:
+        return format(median, fmt)
+    return f"{format(median, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=20, help="per training (the first half is warm-up)")
+    parser.add_argument("--rounds", type=int, default=3, help="times every way runs, interleaved")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-size", type=int, help="override train.batch_size (per worker)")
@@ -244,16 +291,10 @@ def main() -> None:
         data = load_data(params, Path(folder))
     print(
         f"Adult training split: {len(data['x_train']):,} rows x {data['x_train'].shape[1]} features, "
-        f"batch {params.train.batch_size}, {args.epochs} epochs, device {args.device}, "
-        f"torch threads {torch.get_num_threads()}"
+        f"batch {params.train.batch_size}, {args.epochs} epochs, {args.rounds} round(s), "
+        f"device {args.device}, torch threads {torch.get_num_threads()}",
+        flush=True,
     )
-    results = {"hand-written loop": hand_loop(params, data, args.epochs, args.device)}
-    if args.device == "cpu":
-        for workers in [w for w in args.workers if w > 1]:
-            results[f"hand-written, {workers} processes"] = hand_loop_processes(
-                params, data, args.epochs, workers
-            )
-    results["plain Lightning"] = plain_lightning(params, data, args.epochs, args.device)
 
     import ray
 
@@ -262,28 +303,60 @@ def main() -> None:
     # Ray Train's cleanup polls; without it Ray logs warnings every few seconds.
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR")
     init_seconds = time.perf_counter() - started
+
+    hand = functools.partial(hand_loop, params, data, args.epochs, args.device)
+    ways: dict[str, Callable[[], dict]] = {
+        "plain Lightning": functools.partial(plain_lightning, params, data, args.epochs, args.device)
+    }
+    for workers in args.workers:
+        if args.device == "cpu" and workers > 1:
+            ways[f"hand-written, {workers} processes"] = functools.partial(
+                hand_loop_processes, params, data, args.epochs, workers
+            )
+        ways[f"Ray Train, {workers} worker(s)"] = functools.partial(
+            ray_path, params, data, args.epochs, workers, args.device
+        )
+    results: dict[str, list[dict]] = {HAND: [], **{way: [] for way in ways}}
+    ratios: dict[str, list[float]] = {way: [] for way in ways}
+    versus_same_n: dict[str, list[float]] = {}
     try:
-        for workers in args.workers:
-            results[f"Ray Train, {workers} worker(s)"] = ray_path(
-                params, data, args.epochs, workers, args.device
+        for round_ in range(args.rounds):
+            # hand loop, way, hand loop, way, ..., hand loop: see bracketed_ratios.
+            order = [HAND, *(step for way in ways for step in (way, HAND))]
+            sequence: list[tuple[str, float]] = []
+            for way in order:
+                outcome = hand() if way == HAND else ways[way]()
+                results[way].append(outcome)
+                sequence.append((way, outcome["samples_per_second"]))
+            for way, ratio in bracketed_ratios(sequence):
+                ratios[way].append(ratio)
+            round_figures = dict(sequence)
+            for way, value in sequence:
+                same_n = round_figures.get(f"hand-written, {_workers(way)} processes")
+                if way.startswith("Ray") and same_n:
+                    versus_same_n.setdefault(way, []).append(value / same_n)
+            print(
+                f"round {round_ + 1}: " + ", ".join(f"{way} {value:,.0f}" for way, value in sequence),
+                flush=True,
             )
     finally:
         ray.shutdown()
 
-    base = results["hand-written loop"]["samples_per_second"]
-    header = ("way", "samples/s", "per worker", "vs hand loop", "vs hand, same N", "fixed overhead")
-    print("\n{:28} {:>11} {:>11} {:>13} {:>16} {:>15}".format(*header))
-    for name, r in results.items():
-        workers = int(name.split(", ")[1].split()[0]) if ", " in name else 1
-        per_worker = r["samples_per_second"] / workers
-        same_n = results.get(f"hand-written, {workers} processes") if workers > 1 else None
-        versus_same_n = f"{r['samples_per_second'] / same_n['samples_per_second']:.2f}x" if same_n else "-"
-        overhead = f"{r['overhead_seconds']:.1f} s" if "overhead_seconds" in r else "-"
-        print(
-            f"{name:28} {r['samples_per_second']:>11,.0f} {per_worker:>11,.0f} "
-            f"{per_worker / base:>12.2f}x {versus_same_n:>16} {overhead:>15}"
-        )
-    print(f"\nray.init (local instance): {init_seconds:.1f} s, paid once per stage run, not per training")
+    header = ("way", "samples/s", "per worker vs hand loop", "vs hand, same N", "fixed overhead")
+    # Two spaces between columns at least, so the table splits on them (tests do).
+    print("\n{:26}  {:>10}  {:>25}  {:>21}  {:>18}".format(*header))
+    for way, outcomes in results.items():
+        throughput = statistics.median(o["samples_per_second"] for o in outcomes)
+        ratio = _spread(ratios[way], ".3f") + "x" if way in ratios else "1"
+        same_n = _spread(versus_same_n[way], ".3f") + "x" if way in versus_same_n else "-"
+        overheads = [o["overhead_seconds"] for o in outcomes if "overhead_seconds" in o]
+        overhead = _spread(overheads, ".1f") + " s" if overheads else "-"
+        print(f"{way:26}  {throughput:>10,.0f}  {ratio:>25}  {same_n:>21}  {overhead:>18}")
+    print(
+        f"\nsamples/s: median over rounds; ratios: median (range) over rounds, each way against "
+        f"the hand loop run just before and after it; ray.init (local instance): "
+        f"{init_seconds:.1f} s, paid once per stage run, not per training"
+    )
 
 
 if __name__ == "__main__":
