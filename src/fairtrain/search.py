@@ -98,8 +98,8 @@ def run_search(
             except BaseException as error:
                 client.set_tag(run_id, ERROR_TAG, f"{type(error).__name__}: {error}"[:500])
                 raise
-        # Usually not reached for a trial at tune.max_epochs: Tune stops it as soon as its last
-        # epoch is reported. The driver closes it from that report either way.
+        # Reached when the training ran to its end (ASHA's max_t lies one epoch beyond it, see
+        # below) or stopped early by itself. The driver closes the run either way.
         client.set_tag(run_id, COMPLETED_TAG, "true")
 
     tuner = tune.Tuner(
@@ -111,7 +111,13 @@ def run_search(
             num_samples=params.tune.num_samples,
             max_concurrent_trials=params.tune.max_concurrent_trials,
             scheduler=ASHAScheduler(
-                max_t=params.tune.max_epochs,
+                # One beyond the last epoch, so that ASHA never stops a trial for reaching
+                # max_t: a trial that ran all its epochs ends by returning, after Ray Train has
+                # shut its worker group down. Stopped at its last report instead, the trial was
+                # torn down while its Train controller was still running; once that controller
+                # asked for a new worker group as it died, and the group's CPU stayed reserved
+                # so the next trial waited forever. The rungs before the last epoch are the same.
+                max_t=params.tune.max_epochs + 1,
                 grace_period=min(params.tune.grace_period, params.tune.max_epochs),
                 reduction_factor=params.tune.reduction_factor,
             ),
@@ -150,8 +156,8 @@ def close_trial_runs(
     ``max_epochs`` epochs or its function returned (early stopping); otherwise KILLED and
     tagged as stopped early by ASHA.
 
-    Tune tears a trial down as soon as its scheduler decides (ASHA's stop, or the last
-    epoch reaching ``max_t``), possibly mid-write, so the trials set no status themselves:
+    Tune tears a trial down as soon as ASHA stops it, possibly mid-write, so the trials set
+    no status themselves:
     the driver is the only writer and no run is left RUNNING or overwritten later.
     """
     client = MlflowClient(tracking_uri)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from fairtrain.config import load_params
-from fairtrain.search import grid, write_back
+from fairtrain.search import COMPLETED_TAG, grid, write_back
 from tests.helpers import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
@@ -75,6 +75,9 @@ def test_search_logs_each_trial_as_a_child_run_and_writes_the_best_back(prepared
     assert all(r.info.status in ("FINISHED", "KILLED") for r in runs), "no run left RUNNING"
     by_rate = {c.data.params["train.learning_rate"]: c for c in children}
     assert by_rate["0.01"].info.status == "FINISHED"
+    # It ended by returning after its last epoch, not torn down by Tune at ASHA's max_t (which
+    # once left its Train worker group's CPU reserved and hung the next trial).
+    assert by_rate["0.01"].data.tags.get(COMPLETED_TAG) == "true"
     assert by_rate["0.0001"].info.status == "KILLED"
     assert by_rate["0.0001"].data.tags.get("fairtrain.tune.stopped_early") == "true"
     assert sorted(c.data.params["train.learning_rate"] for c in children) == ["0.0001", "0.01"]
