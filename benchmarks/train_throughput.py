@@ -29,7 +29,7 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -211,8 +211,6 @@ def plain_lightning(params, data, epochs: int, device: str) -> dict:
 
 
 def ray_path(params, data, epochs: int, workers: int, device: str) -> dict:
-    import ray
-
     from fairtrain.training.trainer import TrainingData, train_distributed
 
     train_params = params.train.model_copy(
@@ -225,7 +223,6 @@ def ray_path(params, data, epochs: int, workers: int, device: str) -> dict:
     wall = time.perf_counter() - started
     rows = len(data["x_train"])
     times = [rows / r["samples_per_second"] for r in outcome.history]
-    del ray
     return {
         "epoch_seconds": times,
         "samples_per_second": steady(times, rows),
@@ -237,17 +234,15 @@ def ray_path(params, data, epochs: int, workers: int, device: str) -> dict:
 HAND = "hand-written loop"
 
 
-def _workers(way: str) -> int:
-    """Worker (process) count in a way's name: "Ray Train, 2 worker(s)" -> 2; 1 otherwise."""
-    return int(way.split(", ")[1].split()[0]) if ", " in way else 1
-
-
-def bracketed_ratios(sequence: list[tuple[str, float]]) -> list[tuple[str, float]]:
+def bracketed_ratios(
+    sequence: list[tuple[str, float]], workers: Mapping[str, int] | None = None
+) -> list[tuple[str, float]]:
     """Per-worker throughput of every way in one round over the hand loop's, where the hand
     loop's figure is the mean of its runs just before and just after that way.
 
     ``sequence`` is the round's (way, samples/s) in the order they ran; a hand-loop run
-    comes first and after every other way. This machine's speed drifts by several per cent
+    comes first and after every other way. ``workers``: each way's worker (process) count,
+    1 where absent. This machine's speed drifts by several per cent
     over tens of seconds (other tenants of the host), so a ratio to a hand loop measured a
     minute earlier mixes the drift into the comparison; bracketing each way with hand-loop
     runs cancels drift that is linear over the way's own run.
@@ -258,7 +253,7 @@ def bracketed_ratios(sequence: list[tuple[str, float]]) -> list[tuple[str, float
             continue
         before = next(v for w, v in reversed(sequence[:i]) if w == HAND)
         after = next((v for w, v in sequence[i + 1 :] if w == HAND), before)
-        ratios.append((way, value / _workers(way) / ((before + after) / 2)))
+        ratios.append((way, value / (workers or {}).get(way, 1) / ((before + after) / 2)))
     return ratios
 
 
@@ -308,14 +303,16 @@ def main() -> None:
     ways: dict[str, Callable[[], dict]] = {
         "plain Lightning": functools.partial(plain_lightning, params, data, args.epochs, args.device)
     }
+    workers_of: dict[str, int] = {}  # ways with more than one worker (process)
+    same_n: dict[str, str] = {}  # a Ray way -> the hand-written way with its process count
     for workers in args.workers:
+        ray_way = f"Ray Train, {workers} worker(s)"
         if args.device == "cpu" and workers > 1:
-            ways[f"hand-written, {workers} processes"] = functools.partial(
-                hand_loop_processes, params, data, args.epochs, workers
-            )
-        ways[f"Ray Train, {workers} worker(s)"] = functools.partial(
-            ray_path, params, data, args.epochs, workers, args.device
-        )
+            same_n[ray_way] = f"hand-written, {workers} processes"
+            ways[same_n[ray_way]] = functools.partial(hand_loop_processes, params, data, args.epochs, workers)
+            workers_of[same_n[ray_way]] = workers
+        ways[ray_way] = functools.partial(ray_path, params, data, args.epochs, workers, args.device)
+        workers_of[ray_way] = workers
     results: dict[str, list[dict]] = {HAND: [], **{way: [] for way in ways}}
     ratios: dict[str, list[float]] = {way: [] for way in ways}
     versus_same_n: dict[str, list[float]] = {}
@@ -328,13 +325,11 @@ def main() -> None:
                 outcome = hand() if way == HAND else ways[way]()
                 results[way].append(outcome)
                 sequence.append((way, outcome["samples_per_second"]))
-            for way, ratio in bracketed_ratios(sequence):
+            for way, ratio in bracketed_ratios(sequence, workers_of):
                 ratios[way].append(ratio)
             round_figures = dict(sequence)
-            for way, value in sequence:
-                same_n = round_figures.get(f"hand-written, {_workers(way)} processes")
-                if way.startswith("Ray") and same_n:
-                    versus_same_n.setdefault(way, []).append(value / same_n)
+            for way, reference in same_n.items():
+                versus_same_n.setdefault(way, []).append(round_figures[way] / round_figures[reference])
             print(
                 f"round {round_ + 1}: " + ", ".join(f"{way} {value:,.0f}" for way, value in sequence),
                 flush=True,
@@ -348,10 +343,10 @@ def main() -> None:
     for way, outcomes in results.items():
         throughput = statistics.median(o["samples_per_second"] for o in outcomes)
         ratio = _spread(ratios[way], ".3f") + "x" if way in ratios else "1"
-        same_n = _spread(versus_same_n[way], ".3f") + "x" if way in versus_same_n else "-"
+        versus = _spread(versus_same_n[way], ".3f") + "x" if way in versus_same_n else "-"
         overheads = [o["overhead_seconds"] for o in outcomes if "overhead_seconds" in o]
         overhead = _spread(overheads, ".1f") + " s" if overheads else "-"
-        print(f"{way:26}  {throughput:>10,.0f}  {ratio:>25}  {same_n:>21}  {overhead:>18}")
+        print(f"{way:26}  {throughput:>10,.0f}  {ratio:>25}  {versus:>21}  {overhead:>18}")
     print(
         f"\nsamples/s: median over rounds; ratios: median (range) over rounds, each way against "
         f"the hand loop run just before and after it; ray.init (local instance): "

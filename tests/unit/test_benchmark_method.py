@@ -23,7 +23,9 @@ def test_each_way_is_compared_with_the_hand_loop_runs_just_before_and_after_it()
 
 def test_ratios_are_per_worker():
     sequence = [(HAND, 100.0), ("hand-written, 2 processes", 120.0), (HAND, 100.0)]
-    assert bracketed_ratios(sequence) == [("hand-written, 2 processes", pytest.approx(0.6))]
+    assert bracketed_ratios(sequence, {"hand-written, 2 processes": 2}) == [
+        ("hand-written, 2 processes", pytest.approx(0.6))
+    ]
 
 
 def test_a_drift_of_the_machine_during_a_round_cancels_out():
