@@ -8,12 +8,12 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from fairtrain import tracking
 from fairtrain.data.preprocessing import Preprocessor
+from fairtrain.lightning import pl
 from fairtrain.models.export import save_model
 from fairtrain.models.lightning_module import TabularClassifier
 from fairtrain.stages.evaluate_stage import OUTPUTS as EVAL_OUTPUTS

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, TensorDataset
 
+from fairtrain.lightning import pl
 from fairtrain.models.export import (
     ARCHITECTURE_FILE,
     WEIGHTS_FILE,

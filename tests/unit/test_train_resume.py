@@ -31,10 +31,10 @@ def test_old_checkpoints_are_removed_from_a_path_or_a_uri(tmp_path):
 def _fit_from(folder, checkpoint=None) -> list[float]:
     """Five epochs (dropout, one-cycle, shuffled shards) saving a checkpoint after each one;
     returns the training loss of every epoch it ran."""
-    import pytorch_lightning as pl
     import torch
     from torch.utils.data import TensorDataset
 
+    from fairtrain.lightning import pl
     from fairtrain.models.lightning_module import TabularClassifier
     from fairtrain.training.callbacks import RngState
     from fairtrain.training.sharding import ShardBatches

@@ -27,15 +27,18 @@ Across Ray workers the gradients are averaged by the strategy after every backwa
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins.precision.amp import _optimizer_handles_unscaling
-from pytorch_lightning.plugins.precision import MixedPrecision, Precision
-from pytorch_lightning.strategies import Strategy
-from pytorch_lightning.trainer.states import TrainerFn
 from torch.nn import functional as F
 from torchmetrics.classification import BinaryAUROC
 
+from fairtrain.lightning import (
+    MixedPrecision,
+    Precision,
+    Strategy,
+    TrainerFn,
+    _optimizer_handles_unscaling,
+    pl,
+)
 from fairtrain.models.mlp import TabularMLP
 
 
