@@ -5,10 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
+import torch
 
 from fairtrain.config import Params, params_from_dict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# The GPU path's tests run where CUDA is (`pytest -m gpu` on a GPU machine) and skip elsewhere.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def shrink_params(params: Params, **sections: dict) -> Params:
@@ -25,13 +30,13 @@ def adult_sample(adult_raw: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFr
     return adult_raw.sample(n=rows, random_state=seed).reset_index(drop=True)
 
 
-def quiet_trainer(max_epochs: int = 3, **options):
-    """A CPU Lightning trainer with no logger, checkpoints or progress output."""
-    import pytorch_lightning as pl
+def quiet_trainer(max_epochs: int = 3, accelerator: str = "cpu", **options):
+    """A Lightning trainer (CPU unless told) with no logger, checkpoints or progress output."""
+    from fairtrain.lightning import pl
 
     return pl.Trainer(
         max_epochs=max_epochs,
-        accelerator="cpu",
+        accelerator=accelerator,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

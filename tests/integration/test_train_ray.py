@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from fairtrain.data.preprocessing import Preprocessor, target_vector
 from fairtrain.errors import TrainingError
 from fairtrain.models.export import load_model
+from fairtrain.training.callbacks import BACKEND_TAG, DEVICE_TAG, PRECISION_TAG, WORLD_SIZE_TAG
 from tests.helpers import shrink_params
 from tests.integration.pipeline import train_with_ray
 
@@ -41,6 +42,11 @@ def test_two_workers_train_one_run_with_per_epoch_metrics(
     assert run.data.params["train.num_workers"] == "2"
     assert run.data.params["train.max_epochs"] == "3"
     assert run.inputs.dataset_inputs, "the training data's digest is logged as a run input"
+    # Where the training ran, as the workers saw it (rank 0 tags the run).
+    assert run.data.tags[DEVICE_TAG] == "cpu"
+    assert run.data.tags[BACKEND_TAG] == "gloo"
+    assert run.data.tags[PRECISION_TAG] == "32-true"
+    assert run.data.tags[WORLD_SIZE_TAG] == "2"
     system = {k for k in run.data.metrics if k.startswith("system/")}
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
 from fairtrain.config import TrainConfig
+from fairtrain.lightning import SingleDeviceStrategy, pl
 from fairtrain.models.export import load_model, save_model
 from fairtrain.models.lightning_module import TabularClassifier
 from fairtrain.models.mlp import TabularMLP, embedding_blocks, embedding_dim
 from fairtrain.training.sharding import ShardBatches, shard_indices
-from tests.helpers import quiet_trainer
+from tests.helpers import needs_cuda, quiet_trainer
+
+# The grouping tests run on the GPU too where there is one (the 16-mixed path is a GPU path).
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, needs_cuda])]
 
 
 def test_embedding_width_follows_cardinality_and_cap():
@@ -172,8 +174,8 @@ class _CountingStrategy(SingleDeviceStrategy):
     """Counts the strategy's calls around each backward: on Ray workers post_backward is
     the gradient all-reduce, which every minibatch needs exactly once."""
 
-    def __init__(self) -> None:
-        super().__init__(device=torch.device("cpu"))
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device=torch.device(device, 0) if device == "cuda" else torch.device(device))
         self.calls = {"pre_backward": 0, "post_backward": 0}
 
     def pre_backward(self, closure_loss) -> None:
@@ -186,7 +188,11 @@ class _CountingStrategy(SingleDeviceStrategy):
 
 
 def _fit_in_groups(
-    steps_per_execution: int, lr_schedule: str, plugins: list | None = None, module_class=TabularClassifier
+    steps_per_execution: int,
+    lr_schedule: str,
+    plugins: list | None = None,
+    module_class=TabularClassifier,
+    device: str = "cpu",
 ) -> tuple[list[torch.Tensor], float, dict[str, int]]:
     """Train on 300 rows in minibatches of 32 (the last has 12), handing the module groups of
     ``steps_per_execution`` minibatches per Lightning step; the weights, the last epoch's
@@ -202,8 +208,14 @@ def _fit_in_groups(
         batch_size=32, gradient_clip_val=0.05,  # small enough that clipping acts
     )  # fmt: skip
     hooks = _HookCounter()
-    strategy = _CountingStrategy()
-    trainer = quiet_trainer(deterministic=True, callbacks=[hooks], plugins=plugins, strategy=strategy)
+    strategy = _CountingStrategy(device)
+    trainer = quiet_trainer(
+        accelerator="gpu" if device == "cuda" else "cpu",
+        deterministic=True,
+        callbacks=[hooks],
+        plugins=plugins,
+        strategy=strategy,
+    )
     batches = ShardBatches(300, 32 * steps_per_execution, 1, 0, seed=5)
     train = DataLoader(data, sampler=batches, batch_size=None)
     trainer.fit(module, train, DataLoader(data, batch_size=100))
@@ -213,12 +225,13 @@ def _fit_in_groups(
     return weights, float(trainer.callback_metrics["train_loss"]), hooks.calls
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("lr_schedule", ["onecycle", "cosine"])
-def test_steps_per_execution_makes_the_same_updates(lr_schedule):
-    one, one_loss, hooks = _fit_in_groups(1, lr_schedule)
+def test_steps_per_execution_makes_the_same_updates(lr_schedule, device):
+    one, one_loss, hooks = _fit_in_groups(1, lr_schedule, device=device)
     assert set(hooks.values()) == {3 * 10}, "every minibatch gets every hook"
     for steps in (4, 7):
-        grouped, loss, hooks = _fit_in_groups(steps, lr_schedule)
+        grouped, loss, hooks = _fit_in_groups(steps, lr_schedule, device=device)
         assert all(torch.equal(a, b) for a, b in zip(one, grouped, strict=True))
         # The epoch's loss weights each minibatch by its rows, the short last one included.
         assert loss == pytest.approx(one_loss, rel=1e-6)
@@ -245,21 +258,23 @@ def test_a_module_with_its_own_backward_gets_lightnings_path_for_every_minibatch
 # The scaler skips the overflowing first steps, so the one-cycle schedule steps before the
 # optimiser does: torch warns, as it would in any AMP training that starts this way.
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
-def test_grouped_steps_keep_amp_loss_scaling():
+@pytest.mark.parametrize("device", DEVICES)
+def test_grouped_steps_keep_amp_loss_scaling(device):
     """16-bit autocast with a GradScaler (the 16-mixed path of the GPU config, here on CPU):
     the steps without hooks scale, unscale before clipping and step through the scaler
     exactly as Lightning's MixedPrecision plugin does."""
-    from pytorch_lightning.plugins.precision import MixedPrecision
+    from fairtrain.lightning import MixedPrecision
 
     def amp() -> list:
         # A large initial scale that overflows at first: the scaler must skip those steps.
-        return [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**24))]
+        scaler = torch.amp.GradScaler(device, init_scale=2.0**24)
+        return [MixedPrecision("16-mixed", device, scaler=scaler)]
 
     single, grouped = amp(), amp()
-    one, one_loss, _ = _fit_in_groups(1, "onecycle", single)
-    plain, _, _ = _fit_in_groups(1, "onecycle")
+    one, one_loss, _ = _fit_in_groups(1, "onecycle", single, device=device)
+    plain, _, _ = _fit_in_groups(1, "onecycle", device=device)
     assert not all(torch.equal(a, b) for a, b in zip(one, plain, strict=True)), "AMP was not in use"
-    weights, loss, _ = _fit_in_groups(4, "onecycle", grouped)
+    weights, loss, _ = _fit_in_groups(4, "onecycle", grouped, device=device)
     assert all(torch.equal(a, b) for a, b in zip(one, weights, strict=True))
     assert loss == pytest.approx(one_loss, rel=1e-6)
     # Overflowing steps were skipped (each halves the scale), the same number in both.

@@ -9,13 +9,37 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import ray
 import torch
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
+from torch import distributed
+
+from fairtrain.lightning import pl
 
 log = logging.getLogger("fairtrain.training")
+
+# Run tags, set by rank 0 when training starts: where the training actually ran (what the
+# workers got, not what params asked for), for whoever compares runs in MLflow later.
+DEVICE_TAG = "fairtrain.train.device"
+BACKEND_TAG = "fairtrain.train.backend"
+PRECISION_TAG = "fairtrain.train.precision"
+WORLD_SIZE_TAG = "fairtrain.train.world_size"
+
+
+def execution_tags(trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, str]:
+    """The device (with the GPU's name), the process group's backend, the precision and the
+    worker count of a running training."""
+    device = module.device
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    grouped = distributed.is_available() and distributed.is_initialized()
+    return {
+        DEVICE_TAG: f"{device}{gpu}",
+        BACKEND_TAG: str(distributed.get_backend()) if grouped else "none",
+        PRECISION_TAG: str(trainer.precision),
+        WORLD_SIZE_TAG: str(trainer.world_size),
+    }
+
 
 # Test hook (off unless set): a folder where each worker writes what it did. An epoch number
 # in its file PAUSE_FILE makes a first attempt pause after that epoch's checkpoint, so a test
@@ -55,6 +79,8 @@ class EpochReporter(pl.Callback):
         return self._client
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank == 0:
+            self._report_execution(trainer, pl_module)
         if trainer.current_epoch and trainer.global_rank == 0:
             log.info("resumed from the checkpoint of epoch %d", trainer.current_epoch)
             if self.run_id:
@@ -63,6 +89,21 @@ class EpochReporter(pl.Callback):
                     self._logged_steps = {m.step for m in history}
                 except Exception as error:
                     log.warning("cannot read the run's logged epochs: %s", error)
+
+    def _report_execution(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        tags = execution_tags(trainer, pl_module)
+        log.info(
+            "training on %d worker(s), rank 0 on %s, process group %s, precision %s",
+            trainer.world_size,
+            tags[DEVICE_TAG],
+            tags[BACKEND_TAG],
+            tags[PRECISION_TAG],
+        )
+        if self.run_id and self._logging:
+            try:
+                self._mlflow().log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            except Exception as error:  # as for the epochs' metrics below: never lose the training
+                log.warning("cannot tag the run with where it trains: %s", error)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
