@@ -28,13 +28,13 @@ import functools
 import math
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 import torch
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
@@ -43,6 +43,7 @@ from torchmetrics.classification import BinaryAUROC
 from fairtrain.config import load_params
 from fairtrain.data.preprocessing import Preprocessor, target_vector
 from fairtrain.io import read_json
+from fairtrain.lightning import pl
 from fairtrain.models.lightning_module import TabularClassifier
 from fairtrain.stages.augment_stage import augment_stage
 from fairtrain.stages.prepare_stage import prepare_stage
@@ -77,6 +78,58 @@ def steady(epoch_seconds: list[float], rows: int) -> float:
     """Rows per second over the second half of the epochs: the first half is warm-up (see
     the module's docstring)."""
     return rows / statistics.median(epoch_seconds[len(epoch_seconds) // 2 :])
+
+
+class GpuBusy:
+    """Samples the GPU's utilisation (NVML: the share of the last sample period in which a
+    kernel ran, what ``nvidia-smi`` shows) every ``interval`` seconds in a thread.
+    ``measure(fn)`` runs one training and adds the mean utilisation over its steady-state
+    epochs: the window of their summed duration that ends at the last busy sample (the end
+    of the last epoch), which leaves out the start-up before the training (Ray's processes,
+    CUDA and NCCL set-up) and the tear-down after it."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import pynvml  # nvidia-ml-py: the `gpu` extra
+
+        pynvml.nvmlInit()
+        self._nvml = pynvml
+        self._handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        self._interval = interval
+        self._samples: list[tuple[float, int]] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            if self._samples is not None:
+                busy = self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu
+                self._samples.append((time.perf_counter(), busy))
+
+    def measure(self, fn: Callable[[], dict]) -> dict:
+        self._samples = []
+        try:
+            outcome = fn()
+        finally:
+            samples, self._samples = self._samples, None
+        epochs = outcome["epoch_seconds"]
+        window = sum(epochs[len(epochs) // 2 :])
+        return {**outcome, "gpu_busy_percent": busy_before_last(samples, window)}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._nvml.nvmlShutdown()
+
+
+def busy_before_last(samples: list[tuple[float, int]], seconds: float) -> float:
+    """Mean utilisation of the (time, percent) ``samples`` in the ``seconds`` up to the last
+    non-zero one (0 when the GPU never got busy)."""
+    busy = [t for t, value in samples if value > 0]
+    if not busy:
+        return 0.0
+    window = [value for t, value in samples if busy[-1] - seconds <= t <= busy[-1]]
+    return statistics.fmean(window)
 
 
 def hand_loop(params, data, epochs: int, device: str, rank: int = 0, world: int = 1) -> dict:
@@ -210,12 +263,12 @@ def plain_lightning(params, data, epochs: int, device: str) -> dict:
     return {"epoch_seconds": timer.times, "samples_per_second": steady(timer.times, len(train))}
 
 
-def ray_path(params, data, epochs: int, workers: int, device: str) -> dict:
+def ray_path(params, data, epochs: int, workers: int, device: str, deterministic: bool = True) -> dict:
     from fairtrain.training.trainer import TrainingData, train_distributed
 
     train_params = params.train.model_copy(
         update={"num_workers": workers, "max_epochs": epochs, "early_stopping_patience": epochs + 1,
-                "use_gpu": device == "cuda"}
+                "use_gpu": device == "cuda", "deterministic": deterministic}
     )  # fmt: skip
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
@@ -313,6 +366,15 @@ def main() -> None:
             workers_of[same_n[ray_way]] = workers
         ways[ray_way] = functools.partial(ray_path, params, data, args.epochs, workers, args.device)
         workers_of[ray_way] = workers
+        if args.device == "cuda":
+            # What Lightning's deterministic mode (train.deterministic) costs on the GPU; the
+            # hand loop and plain Lightning run without it.
+            loose = f"{ray_way}, deterministic off"
+            ways[loose] = functools.partial(
+                ray_path, params, data, args.epochs, workers, args.device, deterministic=False
+            )
+            workers_of[loose] = workers
+    gpu = GpuBusy() if args.device == "cuda" else None
     results: dict[str, list[dict]] = {HAND: [], **{way: [] for way in ways}}
     ratios: dict[str, list[float]] = {way: [] for way in ways}
     versus_same_n: dict[str, list[float]] = {}
@@ -322,7 +384,8 @@ def main() -> None:
             order = [HAND, *(step for way in ways for step in (way, HAND))]
             sequence: list[tuple[str, float]] = []
             for way in order:
-                outcome = hand() if way == HAND else ways[way]()
+                run = hand if way == HAND else ways[way]
+                outcome = gpu.measure(run) if gpu else run()
                 results[way].append(outcome)
                 sequence.append((way, outcome["samples_per_second"]))
             for way, ratio in bracketed_ratios(sequence, workers_of):
@@ -336,21 +399,31 @@ def main() -> None:
             )
     finally:
         ray.shutdown()
+        if gpu:
+            gpu.close()
 
     header = ("way", "samples/s", "per worker vs hand loop", "vs hand, same N", "fixed overhead")
     # Two spaces between columns at least, so the table splits on them (tests do).
-    print("\n{:26}  {:>10}  {:>25}  {:>21}  {:>18}".format(*header))
+    row = "{:40}  {:>10}  {:>25}  {:>21}  {:>18}" + ("  {:>14}" if gpu else "")
+    print("\n" + row.format(*header, *(["GPU busy"] if gpu else [])))
     for way, outcomes in results.items():
         throughput = statistics.median(o["samples_per_second"] for o in outcomes)
         ratio = _spread(ratios[way], ".3f") + "x" if way in ratios else "1"
         versus = _spread(versus_same_n[way], ".3f") + "x" if way in versus_same_n else "-"
         overheads = [o["overhead_seconds"] for o in outcomes if "overhead_seconds" in o]
         overhead = _spread(overheads, ".1f") + " s" if overheads else "-"
-        print(f"{way:26}  {throughput:>10,.0f}  {ratio:>25}  {versus:>21}  {overhead:>18}")
+        busy = [_spread([o["gpu_busy_percent"] for o in outcomes], ".0f") + "%"] if gpu else []
+        print(row.format(way, f"{throughput:,.0f}", ratio, versus, overhead, *busy))
     print(
         f"\nsamples/s: median over rounds; ratios: median (range) over rounds, each way against "
         f"the hand loop run just before and after it; ray.init (local instance): "
         f"{init_seconds:.1f} s, paid once per stage run, not per training"
+        + (
+            "; GPU busy: NVML utilisation (share of time a kernel ran), mean over each "
+            "training's steady-state epochs"
+            if gpu
+            else ""
+        )
     )
 
 

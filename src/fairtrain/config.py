@@ -275,6 +275,10 @@ class TrainConfig(_Section):
     use_gpu: bool = False
     # Lightning precision; the mixed ones need GPUs (the stage fails fast on CPU).
     precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
+    # Lightning's deterministic mode: bit-identical reruns with the same data, params and
+    # worker count. On GPUs it also pins cuBLAS's workspace and picks deterministic kernels;
+    # false trades that for speed (see docs/distributed-training.md).
+    deterministic: bool = True
     max_epochs: int = Field(20, ge=1)
     batch_size: int = Field(256, ge=1)  # per worker
     # Optimiser steps per Lightning step (each on its own minibatch of batch_size rows): the

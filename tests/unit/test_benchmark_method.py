@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from benchmarks.train_throughput import HAND, bracketed_ratios
+from benchmarks.train_throughput import HAND, bracketed_ratios, busy_before_last
 
 
 def test_each_way_is_compared_with_the_hand_loop_runs_just_before_and_after_it():
@@ -46,3 +46,12 @@ def test_a_way_without_a_hand_loop_after_it_uses_the_one_before():
     assert bracketed_ratios([(HAND, 100.0), ("plain Lightning", 90.0)]) == [
         ("plain Lightning", pytest.approx(0.9))
     ]
+
+
+def test_gpu_busy_is_averaged_over_the_steady_epochs_before_the_last_busy_sample():
+    # (seconds, percent): start-up idle, a blip (CUDA set-up), idle, the training, tear-down.
+    samples = [(0.0, 0), (1.0, 5), (2.0, 0), (3.0, 40), (4.0, 60), (5.0, 80), (6.0, 0), (7.0, 0)]
+    assert busy_before_last(samples, 1.0) == pytest.approx((60 + 80) / 2)  # t in [4, 5]
+    assert busy_before_last(samples, 2.0) == pytest.approx((40 + 60 + 80) / 3)
+    assert busy_before_last([(0.0, 0), (1.0, 0)], 1.0) == 0.0
+    assert busy_before_last([], 1.0) == 0.0

@@ -1,4 +1,4 @@
-"""The loop each Ray Train worker runs: one ``pytorch_lightning.Trainer`` per worker.
+"""The loop each Ray Train worker runs: one Lightning ``Trainer`` per worker.
 
 Ray wires the workers into one process group (gloo on CPU, NCCL on GPU), over which
 ``strategy.AllReduceStrategy`` averages the gradients after every backward. Each worker
@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import ray
 import ray.train
 import torch
-from pytorch_lightning.callbacks import EarlyStopping
 from ray.train.lightning import (
     RayLightningEnvironment,
     RayTrainReportCallback,
@@ -29,6 +27,7 @@ from ray.train.lightning import (
 )
 from torch.utils.data import DataLoader, TensorDataset
 
+from fairtrain.lightning import EarlyStopping, pl
 from fairtrain.models.lightning_module import TabularClassifier
 from fairtrain.training.callbacks import EpochReporter, RngState, TestProbe
 from fairtrain.training.sharding import ShardBatches
@@ -129,7 +128,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         enable_checkpointing=False,  # RayTrainReportCallback owns checkpoints
         enable_progress_bar=False,
         enable_model_summary=False,
-        deterministic=True,
+        deterministic=config.get("deterministic", True),
     )
     trainer = prepare_trainer(trainer)
     module = build_module(config, steps_per_epoch=math.ceil(len(train_batches.indices()) / batch_size))
