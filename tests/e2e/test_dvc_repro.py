@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,7 +91,13 @@ def repo(tmp_path_factory, adult_raw) -> tuple[Path, dict]:
     env = build_sample_repo(root, adult_raw)
     first = _run(["dvc", "repro"], root, env)
     assert first.returncode == 0, first.stderr[-3000:]
+    _console(root).write_text(first.stdout + first.stderr)
     return root, env
+
+
+def _console(root: Path) -> Path:
+    """Where the repo fixture keeps the first `dvc repro`'s console output (beside the repo)."""
+    return root.with_name(f"{root.name}-console.txt")
 
 
 def _client(root: Path) -> mlflow.MlflowClient:
@@ -141,6 +148,17 @@ def test_repro_records_one_complete_run_and_a_servable_model(repo):
     assert f"| ROC-AUC | {evaluation['roc_auc']:.4f} |" in card
     assert f"version {registered['version']}" in card
     assert "{{" not in card and "None" not in card
+
+
+def test_training_progress_is_readable_on_the_console(repo):
+    root, _ = repo
+    console = _console(root).read_text()
+    # Where the workers train, then one line per epoch from rank 0 (Ray forwards worker logs).
+    assert re.search(r"training on 2 worker\(s\), rank 0 on cpu, process group gloo", console)
+    assert re.search(r"epoch 1/3 train_loss=\S+ val_loss=\S+ val_auc=\S+ \([\d,]+ samples/s\)", console)
+    # Ray Train's own per-epoch INFO lines are kept out of it.
+    assert "Reporting training result" not in console
+    assert "Checkpoint successfully created" not in console
 
 
 def test_second_repro_reruns_nothing(repo):

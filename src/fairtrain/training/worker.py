@@ -11,6 +11,7 @@ or a rerun of the stage, resumes from the latest.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -79,12 +80,28 @@ def build_module(config: dict[str, Any], steps_per_epoch: int = 1) -> TabularCla
     )
 
 
+def quiet_ray_train_reports() -> None:
+    """Ray Train logs two INFO lines per worker and epoch ("Checkpoint successfully created
+    at ...", "Reporting training result N: TrainingReport(...)"), which bury the one progress
+    line per epoch; in the worker their loggers go to WARNING, so warnings and errors still
+    show. The loggers live in Ray's private modules: with another layout nothing changes."""
+    try:
+        from ray.train._internal import storage as v1_storage
+        from ray.train.v2._internal.execution import context, storage
+    except ImportError:
+        return
+    # context.py names its logger after its file, not its module.
+    for name in (context.__file__, storage.__name__, v1_storage.__name__):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     """Entry point Ray calls on every worker with the same ``config``.
 
     Returns the per-epoch metrics (rank 0's reach the driver), including epochs run before a
     restart: the history travels inside the checkpoint.
     """
+    quiet_ray_train_reports()
     pl.seed_everything(config["seed"], workers=True, verbose=False)
     context = ray.train.get_context()
     world, rank = context.get_world_size(), context.get_world_rank()
