@@ -102,11 +102,15 @@ class GpuBusy:
 
     def _sample(self) -> None:
         while not self._stop.wait(self._interval):
-            if self._samples is not None:
+            # This training's list, held across the NVML call: measure() may end meanwhile.
+            samples = self._samples
+            if samples is not None:
                 busy = self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu
-                self._samples.append((time.perf_counter(), busy))
+                samples.append((time.perf_counter(), busy))
 
     def measure(self, fn: Callable[[], dict]) -> dict:
+        if not self._thread.is_alive():
+            raise RuntimeError("the GPU sampler thread died; GPU busy figures would read 0")
         self._samples = []
         try:
             outcome = fn()

@@ -16,7 +16,13 @@ from sklearn.metrics import roc_auc_score
 from fairtrain.data.preprocessing import Preprocessor
 from fairtrain.errors import TrainingError
 from fairtrain.models.export import load_model
-from fairtrain.training.callbacks import BACKEND_TAG, DEVICE_TAG, PRECISION_TAG, WORLD_SIZE_TAG
+from fairtrain.training.callbacks import (
+    BACKEND_TAG,
+    DETERMINISTIC_TAG,
+    DEVICE_TAG,
+    PRECISION_TAG,
+    WORLD_SIZE_TAG,
+)
 from tests.helpers import needs_cuda, shrink_params
 from tests.integration.pipeline import train_with_ray
 
@@ -50,6 +56,7 @@ def test_one_gpu_worker_trains_with_nccl_and_float16_mixed_precision(
     assert run.data.tags[BACKEND_TAG] == "nccl"
     assert run.data.tags[PRECISION_TAG] == "16-mixed"
     assert run.data.tags[WORLD_SIZE_TAG] == "1"
+    assert run.data.tags[DETERMINISTIC_TAG] == "true"
     # MLflow's system metrics include the GPU's where nvidia-ml-py is installed (the gpu extra).
     assert "system/gpu_0_utilization_percentage" in run.data.metrics
     assert run.data.metrics["system/gpu_0_memory_usage_megabytes"] > 0
@@ -72,16 +79,20 @@ def test_one_gpu_worker_gives_identical_metrics_run_to_run(gpu_ray, prepared, sm
         small_params, train={"num_workers": 1, "use_gpu": True, "early_stopping_patience": 50}
     )
     outs = []
-    for attempt in range(2):
-        out = tmp_path / f"run{attempt}"
-        uri = f"sqlite:///{out / 'mlflow.db'}"
-        out.mkdir()
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("MLFLOW_TRACKING_URI", uri)
-            mlflow.set_tracking_uri(uri)
-            mlflow.set_experiment("Default")
-            train_with_ray(params, prepared, out)
-        outs.append(out)
+    previous = mlflow.get_tracking_uri()
+    try:
+        for attempt in range(2):
+            out = tmp_path / f"run{attempt}"
+            uri = f"sqlite:///{out / 'mlflow.db'}"
+            out.mkdir()
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("MLFLOW_TRACKING_URI", uri)
+                mlflow.set_tracking_uri(uri)
+                mlflow.set_experiment("Default")
+                train_with_ray(params, prepared, out)
+            outs.append(out)
+    finally:
+        mlflow.set_tracking_uri(previous)  # the store of later tests is theirs
     first, second = (_history(out) for out in outs)
     assert len(first) == params.train.max_epochs
     assert first == second

@@ -15,7 +15,13 @@ from sklearn.metrics import roc_auc_score
 from fairtrain.data.preprocessing import Preprocessor, target_vector
 from fairtrain.errors import TrainingError
 from fairtrain.models.export import load_model
-from fairtrain.training.callbacks import BACKEND_TAG, DEVICE_TAG, PRECISION_TAG, WORLD_SIZE_TAG
+from fairtrain.training.callbacks import (
+    BACKEND_TAG,
+    DETERMINISTIC_TAG,
+    DEVICE_TAG,
+    PRECISION_TAG,
+    WORLD_SIZE_TAG,
+)
 from tests.helpers import shrink_params
 from tests.integration.pipeline import train_with_ray
 
@@ -47,6 +53,7 @@ def test_two_workers_train_one_run_with_per_epoch_metrics(
     assert run.data.tags[BACKEND_TAG] == "gloo"
     assert run.data.tags[PRECISION_TAG] == "32-true"
     assert run.data.tags[WORLD_SIZE_TAG] == "2"
+    assert run.data.tags[DETERMINISTIC_TAG] == "true"
     system = {k for k in run.data.metrics if k.startswith("system/")}
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
 
@@ -74,6 +81,14 @@ def test_two_workers_train_one_run_with_per_epoch_metrics(
     assert val_loss == pytest.approx(summary["best_val_loss"], abs=1e-4)
     assert summary["best_val_loss"] == min(m.value for m in history)
     assert json.loads((tmp_path / "models/mlflow_run.json").read_text())["run_id"] == ref.run_id
+
+
+def test_deterministic_off_reaches_the_workers(local_ray, prepared, small_params, mlflow_store, tmp_path):
+    params = shrink_params(small_params, train={"deterministic": False, "num_workers": 1, "max_epochs": 1})
+    ref = train_with_ray(params, prepared, tmp_path)
+    tags = mlflow.get_run(ref.run_id).data.tags
+    assert tags[DETERMINISTIC_TAG] == "false"
+    assert tags[WORLD_SIZE_TAG] == "1"
 
 
 def test_gpu_request_without_gpu_fails_fast_and_marks_the_run_failed(

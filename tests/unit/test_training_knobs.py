@@ -260,7 +260,8 @@ def test_a_module_with_its_own_backward_gets_lightnings_path_for_every_minibatch
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 @pytest.mark.parametrize("device", DEVICES)
 def test_grouped_steps_keep_amp_loss_scaling(device):
-    """16-bit autocast with a GradScaler (the 16-mixed path of the GPU config, here on CPU):
+    """16-bit autocast with a GradScaler (the 16-mixed path of the GPU config; on the CPU, and
+    on CUDA where there is a GPU):
     the steps without hooks scale, unscale before clipping and step through the scaler
     exactly as Lightning's MixedPrecision plugin does."""
     from fairtrain.lightning import MixedPrecision

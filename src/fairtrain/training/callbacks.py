@@ -25,11 +25,12 @@ DEVICE_TAG = "fairtrain.train.device"
 BACKEND_TAG = "fairtrain.train.backend"
 PRECISION_TAG = "fairtrain.train.precision"
 WORLD_SIZE_TAG = "fairtrain.train.world_size"
+DETERMINISTIC_TAG = "fairtrain.train.deterministic"  # torch's deterministic algorithms were on
 
 
 def execution_tags(trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, str]:
-    """The device (with the GPU's name), the process group's backend, the precision and the
-    worker count of a running training."""
+    """The device (with the GPU's name), the process group's backend, the precision, the
+    worker count and whether deterministic algorithms are on, in a running training."""
     device = module.device
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     grouped = distributed.is_available() and distributed.is_initialized()
@@ -38,6 +39,7 @@ def execution_tags(trainer: pl.Trainer, module: pl.LightningModule) -> dict[str,
         BACKEND_TAG: str(distributed.get_backend()) if grouped else "none",
         PRECISION_TAG: str(trainer.precision),
         WORLD_SIZE_TAG: str(trainer.world_size),
+        DETERMINISTIC_TAG: str(torch.are_deterministic_algorithms_enabled()).lower(),
     }
 
 

@@ -11,6 +11,7 @@ or a rerun of the stage, resumes from the latest.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import warnings
@@ -84,15 +85,20 @@ def quiet_ray_train_reports() -> None:
     """Ray Train logs two INFO lines per worker and epoch ("Checkpoint successfully created
     at ...", "Reporting training result N: TrainingReport(...)"), which bury the one progress
     line per epoch; in the worker their loggers go to WARNING, so warnings and errors still
-    show. The loggers live in Ray's private modules: with another layout nothing changes."""
-    try:
-        from ray.train._internal import storage as v1_storage
-        from ray.train.v2._internal.execution import context, storage
-    except ImportError:
-        return
-    # context.py names its logger after its file, not its module.
-    for name in (context.__file__, storage.__name__, v1_storage.__name__):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    show. The loggers live in Ray's private modules: one that moved is left as it is."""
+    for module in (
+        "ray.train.v2._internal.execution.context",
+        "ray.train.v2._internal.execution.storage",
+        "ray.train._internal.storage",
+    ):
+        try:
+            imported = importlib.import_module(module)
+        except ImportError:
+            continue
+        # Each has a module-level `logger` (context.py's is named after its file, not module).
+        logger = getattr(imported, "logger", None)
+        if isinstance(logger, logging.Logger):
+            logger.setLevel(logging.WARNING)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
@@ -145,7 +151,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
         enable_checkpointing=False,  # RayTrainReportCallback owns checkpoints
         enable_progress_bar=False,
         enable_model_summary=False,
-        deterministic=config.get("deterministic", True),
+        deterministic=config["deterministic"],
     )
     trainer = prepare_trainer(trainer)
     module = build_module(config, steps_per_epoch=math.ceil(len(train_batches.indices()) / batch_size))
