@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -35,6 +36,28 @@ def train_with_ray(params, prepared, out: Path) -> dict:
         out / "metrics/train.json",
         out / "plots/train_history.json",
     )
+
+
+def train_in_own_store(params, prepared, out: Path) -> None:
+    """``train_with_ray`` logging to its own SQLite store, ``out``/mlflow.db (so two runs can
+    be compared whole); the process's tracking URI and environment are put back after."""
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment("Default")
+        try:
+            train_with_ray(params, prepared, out)
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+
+def epoch_history(out: Path) -> list[dict]:
+    """The per-epoch metrics the train stage wrote under ``out``, without the throughput
+    (the one figure that differs between identical trainings)."""
+    rows = json.loads((out / "plots/train_history.json").read_text())
+    return [{k: v for k, v in r.items() if k != "samples_per_second"} for r in rows]
 
 
 def train_plain(params, prepared, model_dir: Path, epochs: int) -> None:

@@ -26,7 +26,7 @@ import yaml
 from fairtrain.stages.train_stage import STORAGE_DIR
 from fairtrain.training.callbacks import PAUSE_FILE, PROBE_DIR_ENV
 from tests.helpers import PROJECT_ROOT, shrink_params
-from tests.integration.pipeline import train_with_ray
+from tests.integration.pipeline import epoch_history, train_in_own_store, train_with_ray
 
 pytestmark = pytest.mark.slow
 
@@ -66,11 +66,6 @@ def _probes(probe_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(probe_dir.glob("worker-*.json"))]
 
 
-def _history(out: Path) -> list[dict]:
-    rows = json.loads((out / "plots/train_history.json").read_text())
-    return [{k: v for k, v in r.items() if k != "samples_per_second"} for r in rows]
-
-
 def _wait_for(path: Path, timeout: float = PAUSED_TIMEOUT_S, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -90,14 +85,7 @@ def reference(local_ray, probe_dir, prepared, fault_params, tmp_path_factory):
     outs = []
     for attempt in range(2):
         out = tmp_path_factory.mktemp(f"reference{attempt}")
-        uri = f"sqlite:///{out / 'mlflow.db'}"
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_experiment("Default")
-        try:
-            train_with_ray(fault_params, prepared, out)
-        finally:
-            del os.environ["MLFLOW_TRACKING_URI"]
+        train_in_own_store(fault_params, prepared, out)
         outs.append(out)
     probes = _probes(probe_dir)
     _clean(probe_dir)
@@ -105,7 +93,7 @@ def reference(local_ray, probe_dir, prepared, fault_params, tmp_path_factory):
 
 
 def test_same_data_params_and_workers_give_identical_metrics(reference):
-    first, second = (_history(out) for out in reference["outs"])
+    first, second = (epoch_history(out) for out in reference["outs"])
     assert len(first) == EPOCHS
     assert first == second, "two runs with the same seed must not differ in any epoch's metrics"
     summary = [json.loads((out / "metrics/train.json").read_text()) for out in reference["outs"]]
@@ -167,9 +155,9 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(
     assert [(r.info.run_id, r.info.status) for r in runs] == [(ref.run_id, "FINISHED")]
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(ref.run_id, "val_loss")]
     assert sorted(steps) == list(range(EPOCHS)), "every epoch logged once, none twice"
-    history = _history(tmp_path)
+    history = epoch_history(tmp_path)
     assert [r["epoch"] for r in history] == list(range(1, EPOCHS + 1))
-    uninterrupted = _history(reference["outs"][0])
+    uninterrupted = epoch_history(reference["outs"][0])
     assert history[:2] == uninterrupted[:2], "epochs before the failure are the reference's"
     # The checkpoint holds the random state too, so the resumed epochs are the reference's.
     assert history == uninterrupted
@@ -253,8 +241,8 @@ def test_a_killed_stage_reruns_into_the_same_run_and_continues_from_its_checkpoi
     assert client.get_run(run_id).data.tags["fairtrain.driver_restarts"] == "2"
     steps = sorted(m.step for m in client.get_metric_history(run_id, "val_loss"))
     assert steps == list(range(EPOCHS))
-    history = _history(tmp_path)
+    history = epoch_history(tmp_path)
     assert [r["epoch"] for r in history] == list(range(1, EPOCHS + 1))
-    uninterrupted = _history(reference["outs"][0])
+    uninterrupted = epoch_history(reference["outs"][0])
     assert history == uninterrupted, "resumed twice, yet every epoch is the reference's"
     assert json.loads((tmp_path / "metrics/train.json").read_text())["epochs_run"] == EPOCHS

@@ -24,7 +24,7 @@ from fairtrain.training.callbacks import (
     WORLD_SIZE_TAG,
 )
 from tests.helpers import needs_cuda, shrink_params
-from tests.integration.pipeline import train_with_ray
+from tests.integration.pipeline import epoch_history, train_in_own_store, train_with_ray
 
 pytestmark = [pytest.mark.slow, pytest.mark.gpu, needs_cuda]
 
@@ -34,11 +34,6 @@ def gpu_ray():
     ray.init(num_cpus=2, num_gpus=torch.cuda.device_count(), include_dashboard=False, logging_level="ERROR")
     yield
     ray.shutdown()
-
-
-def _history(out) -> list[dict]:
-    rows = json.loads((out / "plots/train_history.json").read_text())
-    return [{k: v for k, v in r.items() if k != "samples_per_second"} for r in rows]
 
 
 def test_one_gpu_worker_trains_with_nccl_and_float16_mixed_precision(
@@ -78,22 +73,11 @@ def test_one_gpu_worker_gives_identical_metrics_run_to_run(gpu_ray, prepared, sm
     params = shrink_params(
         small_params, train={"num_workers": 1, "use_gpu": True, "early_stopping_patience": 50}
     )
-    outs = []
-    previous = mlflow.get_tracking_uri()
-    try:
-        for attempt in range(2):
-            out = tmp_path / f"run{attempt}"
-            uri = f"sqlite:///{out / 'mlflow.db'}"
-            out.mkdir()
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setenv("MLFLOW_TRACKING_URI", uri)
-                mlflow.set_tracking_uri(uri)
-                mlflow.set_experiment("Default")
-                train_with_ray(params, prepared, out)
-            outs.append(out)
-    finally:
-        mlflow.set_tracking_uri(previous)  # the store of later tests is theirs
-    first, second = (_history(out) for out in outs)
+    outs = [tmp_path / "run0", tmp_path / "run1"]
+    for out in outs:
+        out.mkdir()
+        train_in_own_store(params, prepared, out)
+    first, second = (epoch_history(out) for out in outs)
     assert len(first) == params.train.max_epochs
     assert first == second
     weights = [(out / "models/model/model.safetensors").read_bytes() for out in outs]

@@ -81,9 +81,10 @@ class EpochReporter(pl.Callback):
         return self._client
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.global_rank == 0:
-            self._report_execution(trainer, pl_module)
-        if trainer.current_epoch and trainer.global_rank == 0:
+        if trainer.global_rank != 0:
+            return
+        self._report_execution(trainer, pl_module)
+        if trainer.current_epoch:
             log.info("resumed from the checkpoint of epoch %d", trainer.current_epoch)
             if self.run_id:
                 try:
@@ -95,8 +96,8 @@ class EpochReporter(pl.Callback):
     def _report_execution(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         tags = execution_tags(trainer, pl_module)
         log.info(
-            "training on %d worker(s), rank 0 on %s, process group %s, precision %s",
-            trainer.world_size,
+            "training on %s worker(s), rank 0 on %s, process group %s, precision %s",
+            tags[WORLD_SIZE_TAG],
             tags[DEVICE_TAG],
             tags[BACKEND_TAG],
             tags[PRECISION_TAG],
