@@ -8,13 +8,22 @@ small: one flat all-reduce of all gradients after each backward is what DDP's bu
 would do at this size anyway, and it leaves no hooks on a single worker (DDP's cost 20% of
 the throughput with one worker, where there is nothing to reduce; see
 benchmarks/train_throughput.py). Works with gloo on CPU and NCCL on GPUs.
+
+On a world of one, Ray still forms a process group, and Lightning and torchmetrics then
+synchronise through it: a barrier and an all-reduce for every ``sync_dist`` value and the
+early-stopping decision, two barriers per checkpoint, a barrier and two all-gathers per
+AUROC state, about 20 collectives per epoch that each hand over to gloo's thread and back
+(3% of the epoch on Adult). With one rank there is nothing to agree on, so they are skipped.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from ray.train.lightning import RayDDPStrategy
 from torch import distributed
+from torchmetrics import Metric
 
 
 def average_gradients(params: list[torch.nn.Parameter], world_size: int) -> None:
@@ -34,14 +43,22 @@ def _broadcast_from_rank0(tensors) -> None:
             distributed.broadcast(tensor, src=0)
 
 
+def _no_other_ranks() -> bool:
+    # A module-level function, not a lambda: metrics are deep-copied and pickled.
+    return False
+
+
 class AllReduceStrategy(RayDDPStrategy):
     """DDP semantics, by hand: every rank starts from rank 0's weights, gradients are
     averaged after every backward, and rank 0's buffers (batch-norm running statistics) are
     used for validation and checkpoints, as DDP's buffer broadcast would."""
 
-    _world: int = 1  # set in setup_environment: >1 once the process group spans several ranks
+    _world: int | None = None  # set in setup_environment
 
     def _distributed(self) -> bool:
+        if self._world is None:  # not set up yet: ask the process group, if there is one
+            initialized = distributed.is_available() and distributed.is_initialized()
+            return initialized and distributed.get_world_size() > 1
         return self._world > 1
 
     def setup_environment(self) -> None:
@@ -55,6 +72,22 @@ class AllReduceStrategy(RayDDPStrategy):
         # Keep the LightningModule unwrapped; start every rank from rank 0's state.
         if self._distributed():
             _broadcast_from_rank0([*self.model.parameters(), *self.model.buffers()])
+        else:
+            # torchmetrics gathers its states whenever a process group exists.
+            for metric in self.model.modules():
+                if isinstance(metric, Metric):
+                    metric.distributed_available_fn = _no_other_ranks
+
+    def barrier(self, *args: Any, **kwargs: Any) -> None:
+        if self._distributed():
+            super().barrier(*args, **kwargs)
+
+    def reduce(self, tensor: Any, group: Any = None, reduce_op: Any = "mean") -> Any:
+        # The mean or sum over one rank is the value itself (what Lightning's sync returns).
+        return super().reduce(tensor, group, reduce_op) if self._distributed() else tensor
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        return super().broadcast(obj, src) if self._distributed() else obj
 
     def post_backward(self, closure_loss: torch.Tensor) -> None:
         if self._distributed():
