@@ -159,6 +159,9 @@ def test_training_progress_is_readable_on_the_console(repo):
     # Ray Train's own per-epoch INFO lines are kept out of it.
     assert "Reporting training result" not in console
     assert "Checkpoint successfully created" not in console
+    # Nor Lightning's tip for its hosted logger and its own FutureWarning under recent torch.
+    assert "litlogger" not in console
+    assert "LeafSpec" not in console
 
 
 def test_second_repro_reruns_nothing(repo):

@@ -44,7 +44,7 @@ def _broadcast_from_rank0(tensors) -> None:
 
 
 def _no_other_ranks() -> bool:
-    # A module-level function, not a lambda: metrics are deep-copied and pickled.
+    # A module-level function, not a lambda, so that the metric still pickles.
     return False
 
 

@@ -101,6 +101,24 @@ def quiet_ray_train_reports() -> None:
             logger.setLevel(logging.WARNING)
 
 
+class _DropLightningTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_lightning_notices() -> None:
+    """Two notices per worker that users cannot act on: Lightning's tip to install its
+    hosted logger (every Trainer prints it; fairtrain logs to MLflow), and the FutureWarning
+    that Lightning's own code raises under recent torch (`isinstance(treespec, LeafSpec)`).
+    Lightning's other start-up lines (GPU and TPU availability) stay."""
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
+    logger = logging.getLogger(f"{pl.__name__}.utilities.rank_zero")
+    if not any(isinstance(existing, _DropLightningTip) for existing in logger.filters):
+        logger.addFilter(_DropLightningTip())
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     """Entry point Ray calls on every worker with the same ``config``.
 
@@ -108,6 +126,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     restart: the history travels inside the checkpoint.
     """
     quiet_ray_train_reports()
+    quiet_lightning_notices()
     pl.seed_everything(config["seed"], workers=True, verbose=False)
     context = ray.train.get_context()
     world, rank = context.get_world_size(), context.get_world_rank()
