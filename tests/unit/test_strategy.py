@@ -4,7 +4,6 @@ a group even for one worker), and the same synchronised metrics as before on a w
 from __future__ import annotations
 
 import json
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from fairtrain.models.lightning_module import TabularClassifier
 from fairtrain.training.sharding import ShardBatches
 from fairtrain.training.strategy import AllReduceStrategy
 from tests.helpers import quiet_trainer
+from tests.integration.servers import free_port
 
 COLLECTIVES = ("barrier", "all_reduce", "all_gather", "broadcast", "broadcast_object_list")
 ROWS = 240
@@ -98,15 +98,9 @@ def _join_group(rank: int, world: int, port: int) -> None:
     distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_one_rank_trains_without_collectives_and_as_a_single_device(monkeypatch):
     alone, alone_metrics = _fit(SingleDeviceStrategy(device=torch.device("cpu")), [])
-    _join_group(0, 1, _free_port())
+    _join_group(0, 1, free_port())
     try:
         calls = _count_collectives(monkeypatch.setattr)
         grouped, grouped_metrics = _fit(_CpuAllReduce(), [_Ranks(1, 0)])
@@ -136,7 +130,7 @@ def _rank_process(rank: int, world: int, port: int, folder: str) -> None:
 
 
 def test_two_ranks_still_synchronise_their_metrics(tmp_path):
-    mp.start_processes(_rank_process, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_rank_process, args=(2, free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for rank in ranks:
         assert rank["calls"].get("all_reduce", 0) > 0 and rank["calls"].get("all_gather", 0) > 0

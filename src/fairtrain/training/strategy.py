@@ -43,6 +43,12 @@ def _broadcast_from_rank0(tensors) -> None:
             distributed.broadcast(tensor, src=0)
 
 
+def _group_size() -> int:
+    """Ranks in the process group; 1 where there is none."""
+    grouped = distributed.is_available() and distributed.is_initialized()
+    return distributed.get_world_size() if grouped else 1
+
+
 def _no_other_ranks() -> bool:
     # A module-level function, not a lambda, so that the metric still pickles.
     return False
@@ -56,17 +62,14 @@ class AllReduceStrategy(RayDDPStrategy):
     _world: int | None = None  # set in setup_environment
 
     def _distributed(self) -> bool:
-        if self._world is None:  # not set up yet: ask the process group, if there is one
-            initialized = distributed.is_available() and distributed.is_initialized()
-            return initialized and distributed.get_world_size() > 1
-        return self._world > 1
+        # Before setup_environment, ask the process group itself.
+        return (self._world if self._world is not None else _group_size()) > 1
 
     def setup_environment(self) -> None:
         super().setup_environment()  # forms the process group
-        # Read once: world_size asks Ray's train context, which costs 1% of the throughput
-        # when done after every backward.
-        initialized = distributed.is_available() and distributed.is_initialized()
-        self._world = self.world_size if initialized else 1
+        # Read once: the strategy's world_size asks Ray's train context, which costs 1% of
+        # the throughput when done after every backward.
+        self._world = _group_size()
 
     def configure_ddp(self) -> None:
         # Keep the LightningModule unwrapped; start every rank from rank 0's state.
