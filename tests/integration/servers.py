@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -76,6 +77,45 @@ def running_server(
         yield process
     finally:
         stop_process_group(process)
+
+
+@contextmanager
+def mlflow_server(
+    root: Path, backend_store: str, admin_password: str | None = None, timeout_s: float = 120
+) -> Iterator[str]:
+    """``mlflow server`` on a free loopback port with ``backend_store`` and proxied artifacts
+    under ``root``; yields its URI. With ``admin_password`` it runs MLflow's basic-auth app,
+    whose admin is ``admin`` with that password (its user database is under ``root`` too)."""
+    # The server execs ``uvicorn`` by name: the venv's bin must come first on PATH even when
+    # the tests run through the venv's python without activating it.
+    bin_dir = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_", "MLFLOW_AUTH_"))}
+    env["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    # The server's background job runner (GenAI scorers, periodic tasks) starts eight extra
+    # processes; the pipeline uses none of it, and this machine has two cores.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    port = free_port()
+    command = [
+        str(Path(bin_dir) / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend_store,
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    if admin_password is not None:
+        command += ["--app-name", "basic-auth"]
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] = admin_password
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = "test-only-csrf-key"
+    uri = f"http://127.0.0.1:{port}"
+    with running_server(command, env, root, root / "server.log", f"{uri}/health", timeout_s):
+        yield uri
 
 
 def _postgres_bin(name: str) -> str | None:

@@ -9,8 +9,6 @@ server's REST API.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import pytest
 from fairtrain.io import file_sha256, json_sha256
 from fairtrain.registry.lineage import git_state
 from tests.integration.pipeline import run_after_training
-from tests.integration.servers import free_port, postgres_cluster, running_server
+from tests.integration.servers import mlflow_server, postgres_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -44,40 +42,14 @@ def tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend_sto
     loopback port; the test process is pointed at it through ``MLFLOW_TRACKING_URI``."""
     root = tmp_path / "server"
     root.mkdir()
-    artifacts = root / "artifacts"
-    port = free_port()
-    log = root / "server.log"
-    # The server execs ``uvicorn`` by name: the venv's bin must come first on PATH even when
-    # the tests run through the venv's python without activating it.
-    bin_dir = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
-    env["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
-    # The server's background job runner (GenAI scorers, periodic tasks) starts eight extra
-    # processes; the pipeline uses none of it, and this machine has two cores.
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    command = [
-        str(Path(bin_dir) / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        backend_store,
-        "--artifacts-destination",
-        str(artifacts),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    uri = f"http://127.0.0.1:{port}"
-    with running_server(command, env, root, log, f"{uri}/health", START_TIMEOUT_S):
+    with mlflow_server(root, backend_store, timeout_s=START_TIMEOUT_S) as uri:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
         # The client side works in its own folder, so anything it wrote locally would show.
         client_dir = tmp_path / "client"
         client_dir.mkdir()
         monkeypatch.chdir(client_dir)
-        yield {"uri": uri, "artifacts": artifacts, "client_dir": client_dir, "log": log}
+        yield {"uri": uri, "artifacts": root / "artifacts", "client_dir": client_dir}
 
 
 def gates_decision(result: dict) -> str:
