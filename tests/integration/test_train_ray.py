@@ -24,6 +24,7 @@ from fairtrain.training.callbacks import (
 )
 from tests.helpers import shrink_params
 from tests.integration.pipeline import train_with_ray
+from tests.integration.servers import mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -81,6 +82,40 @@ def test_two_workers_train_one_run_with_per_epoch_metrics(
     assert val_loss == pytest.approx(summary["best_val_loss"], abs=1e-4)
     assert summary["best_val_loss"] == min(m.value for m in history)
     assert json.loads((tmp_path / "models/mlflow_run.json").read_text())["run_id"] == ref.run_id
+
+
+def test_workers_without_the_servers_credentials_leave_nothing_missing_from_the_run(
+    local_ray, prepared, small_params, tmp_path, monkeypatch
+):
+    """A worker node without the tracking server's credentials cannot log the epochs or tag
+    the run; the driver, which has them, logs what the worker could not. Here the workers
+    lack them because the Ray instance (whose environment they inherit) started before the
+    driver got them; the server runs MLflow's basic-auth app."""
+    root = tmp_path / "server"
+    root.mkdir()
+    password = "test-only-password"  # a throwaway server in a temporary folder
+    with mlflow_server(root, f"sqlite:///{root / 'server.db'}", admin_password=password) as uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        mlflow.set_tracking_uri(uri)
+        monkeypatch.chdir(tmp_path)
+        ref = train_with_ray(small_params, prepared, tmp_path)
+        run = mlflow.get_run(ref.run_id)
+        history = mlflow.MlflowClient().get_metric_history(ref.run_id, "val_loss")
+    server_log = (root / "server.log").read_text()
+    # The worker really was refused: its tags and epochs came back 401 from the server.
+    assert '"POST /api/2.0/mlflow/runs/log-batch HTTP/1.1" 401' in server_log
+    assert run.info.status == "FINISHED"
+    summary = json.loads((tmp_path / "metrics/train.json").read_text())
+    assert [m.step for m in history] == list(range(summary["epochs_run"]))
+    assert {
+        DEVICE_TAG: "cpu",
+        BACKEND_TAG: "gloo",
+        PRECISION_TAG: "32-true",
+        WORLD_SIZE_TAG: "2",
+        DETERMINISTIC_TAG: "true",
+    }.items() <= run.data.tags.items()
 
 
 def test_deterministic_off_reaches_the_workers(local_ray, prepared, small_params, mlflow_store, tmp_path):

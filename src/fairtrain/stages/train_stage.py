@@ -317,6 +317,8 @@ def train_stage(
                 )
                 mlflow.log_dict(json_safe(summary), "training/train.json")
                 log_missing_epochs(run_id, outcome.history)
+                # Set by the worker too when it reaches the server; the same values either way.
+                mlflow.set_tags(outcome.tags)
 
                 # Local outputs last, each replaced atomically, the run reference after everything
                 # else: a run reference on disk always sits next to the model it describes.

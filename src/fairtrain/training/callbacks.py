@@ -57,6 +57,8 @@ class EpochReporter(pl.Callback):
 
     Its history is part of the checkpoint, so after a restart the driver still gets every
     epoch, and epochs already in MLflow (logged before the failure) are not logged twice.
+    Its history and execution tags go back to the driver, which logs whatever this worker
+    could not (a worker node may lack the tracking server's credentials).
     """
 
     def __init__(self, run_id: str | None, tracking_uri: str | None, samples_per_epoch: int) -> None:
@@ -68,6 +70,7 @@ class EpochReporter(pl.Callback):
         self._logging = True
         self._logged_steps: set[int] = set()
         self.history: list[dict] = []  # rank 0's per-epoch metrics, returned to the driver
+        self.tags: dict[str, str] = {}  # where rank 0 trains (execution_tags), returned too
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
@@ -94,7 +97,7 @@ class EpochReporter(pl.Callback):
                     log.warning("cannot read the run's logged epochs: %s", error)
 
     def _report_execution(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        tags = execution_tags(trainer, pl_module)
+        tags = self.tags = execution_tags(trainer, pl_module)
         log.info(
             "training on %s worker(s), rank 0 on %s, process group %s, precision %s",
             tags[WORLD_SIZE_TAG],

@@ -54,6 +54,7 @@ class TrainingOutcome:
     checkpoint_path: Path  # a copy of the best epoch's Lightning checkpoint
     history: list[dict]  # one row of reported metrics per epoch
     best: dict  # the metrics of the best epoch
+    tags: dict[str, str]  # where rank 0 trained: callbacks.execution_tags
 
 
 @dataclass
@@ -143,9 +144,14 @@ def train_distributed(
         target = output_dir / CHECKPOINT_FILE
         with best.as_directory() as folder:
             shutil.copyfile(Path(folder) / CHECKPOINT_FILE, target)
-        history = list(result.return_value or [])
+        returned = result.return_value or {"history": [], "tags": {}}
         best_metrics = next((r for (c, r) in result.best_checkpoints if c.path == best.path), {})
-        return TrainingOutcome(checkpoint_path=target, history=history, best=dict(best_metrics))
+        return TrainingOutcome(
+            checkpoint_path=target,
+            history=list(returned["history"]),
+            best=dict(best_metrics),
+            tags=dict(returned["tags"]),
+        )
     except TrainingError:
         raise
     except Exception as error:  # Ray wraps worker errors in TrainingFailedError

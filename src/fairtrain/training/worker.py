@@ -16,7 +16,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import ray
@@ -119,11 +119,16 @@ def quiet_lightning_notices() -> None:
         logger.addFilter(_DropLightningTip())
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
+class WorkerResult(TypedDict):
+    history: list[dict]  # per-epoch metrics, including epochs run before a restart
+    tags: dict[str, str]  # callbacks.execution_tags of this worker's training
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> WorkerResult:
     """Entry point Ray calls on every worker with the same ``config``.
 
-    Returns the per-epoch metrics (rank 0's reach the driver), including epochs run before a
-    restart: the history travels inside the checkpoint.
+    Returns the per-epoch metrics and the execution tags (rank 0's reach the driver); the
+    history includes epochs run before a restart, as it travels inside the checkpoint.
     """
     quiet_ray_train_reports()
     quiet_lightning_notices()
@@ -184,4 +189,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict]:
     else:
         with checkpoint.as_directory() as folder:
             trainer.fit(module, ckpt_path=str(Path(folder) / CHECKPOINT_FILE), **fit)
-    return reporter.history
+    return {"history": reporter.history, "tags": reporter.tags}
