@@ -7,7 +7,6 @@ each trial the train stage's training function and an MLflow child run of one pa
 
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from fairtrain.search import run_search, write_back
 from fairtrain.stages.runner import run_stage
 from fairtrain.stages.train_stage import features_and_target, model_options
 from fairtrain.training.ray_runtime import ray_session
-from fairtrain.training.trainer import STORAGE_ENV, TrainingData
+from fairtrain.training.trainer import TrainingData, configured_storage
 
 log = logging.getLogger("fairtrain.tune")
 
@@ -35,7 +34,7 @@ def main(a) -> None:
     x_val, y_val = features_and_target(pd.read_parquet(a.val), preprocessor, params)
     uri = tracking.resolve_tracking_uri()
     experiment_id = tracking.configure(params.tracking.experiment, uri)
-    storage = Path(os.environ.get(STORAGE_ENV) or tempfile.mkdtemp(prefix="fairtrain-tune-"))
+    storage = configured_storage() or Path(tempfile.mkdtemp(prefix="fairtrain-tune-"))
     with mlflow.start_run(run_name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}") as parent, ray_session():
         mlflow.set_tag("fairtrain.stage", "tune")
         mlflow.log_dict(params.tune.model_dump(mode="json"), "tune/space.json")

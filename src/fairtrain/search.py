@@ -50,7 +50,7 @@ def run_search(
     model_config: dict,
     experiment_id: str,
     tracking_uri: str,
-    storage: Path,
+    storage: str | Path,
 ) -> dict[str, Any]:
     """Run the grid under ASHA; returns the best trial's overrides and metrics. Needs a Ray
     session and an active MLflow parent run."""

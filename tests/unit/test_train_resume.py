@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fairtrain.stages.train_stage import checkpoint_folder, remove_run_folder, training_key
+from fairtrain.training.trainer import STORAGE_ENV, configured_storage
 from tests.helpers import quiet_trainer, shrink_params
 
 
@@ -26,6 +27,16 @@ def test_old_checkpoints_are_removed_from_a_path_or_a_uri(tmp_path):
         remove_run_folder(storage, "run")
         assert not (root / "run").exists() and (root / "other").exists()
         remove_run_folder(storage, "run")  # nothing there: no error
+
+
+def test_the_storage_setting_keeps_a_uri_whole_and_makes_a_path_absolute(monkeypatch, tmp_path):
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    assert configured_storage() is None
+    monkeypatch.setenv(STORAGE_ENV, "s3://bucket/fairtrain")
+    assert configured_storage() == "s3://bucket/fairtrain"  # Path() would give s3:/bucket
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(STORAGE_ENV, "shared/ray")
+    assert configured_storage() == (tmp_path / "shared/ray").resolve()
 
 
 def _fit_from(folder, checkpoint=None) -> list[float]:

@@ -38,7 +38,7 @@ from fairtrain.models.export import save_model, state_dict_from_lightning_checkp
 from fairtrain.models.mlp import embedding_blocks
 from fairtrain.training.driver_guard import DRIVER_TAG, driver_alive, driver_tag, exclusive_training
 from fairtrain.training.ray_runtime import ray_session
-from fairtrain.training.trainer import STORAGE_ENV, TrainingData, train_distributed
+from fairtrain.training.trainer import TrainingData, configured_storage, train_distributed
 from fairtrain.training.worker import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
@@ -235,8 +235,7 @@ def train_stage(
     key = training_key(params, train_path, val_path, preprocessor_path)
     # Checkpoints go to $FAIRTRAIN_RAY_STORAGE (a path or a URI such as s3://...) or next to
     # the model; the resume record always stays local, next to the model.
-    remote = os.environ.get(STORAGE_ENV, "")
-    storage: str | Path = remote if "://" in remote else Path(remote or model_dir / STORAGE_DIR).resolve()
+    storage = configured_storage() or (model_dir / STORAGE_DIR).resolve()
     record = (model_dir / STORAGE_DIR).resolve() / f"fairtrain-train-{key}.json"
     # One training per key at a time in this model directory (see training/driver_guard.py).
     with exclusive_training(record.with_suffix(".lock")):

@@ -27,6 +27,17 @@ log = logging.getLogger(__name__)
 # reach (s3://..., an NFS mount); on one machine a local folder is enough.
 STORAGE_ENV = "FAIRTRAIN_RAY_STORAGE"
 
+
+def configured_storage() -> str | Path | None:
+    """``$FAIRTRAIN_RAY_STORAGE`` as Ray's ``storage_path``, or None when it is unset. A URI
+    (``s3://bucket/prefix``, anything pyarrow opens) stays as written: ``Path`` would fold its
+    ``//`` into ``/``. A local path becomes absolute, so it does not depend on the cwd."""
+    value = os.environ.get(STORAGE_ENV, "")
+    if not value:
+        return None
+    return value if "://" in value else Path(value).resolve()
+
+
 # Ray Train's controller takes one reported epoch from each worker per poll, and a worker's
 # next report waits until the last one was taken. Its default poll interval (2 s) is longer
 # than an epoch here, so every epoch would stall until the next poll; 0.2 s does not. (A
@@ -115,7 +126,7 @@ def train_distributed(
         "run_id": run_id,
         "tracking_uri": tracking_uri,
     }
-    storage = os.environ.get(STORAGE_ENV) or storage
+    storage = configured_storage() or storage
     scratch = None if storage else tempfile.mkdtemp(prefix="fairtrain-ray-")
     trainer = TorchTrainer(
         train_loop_per_worker,
