@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fairtrain.config import TrainConfig
 from tests.helpers import PROJECT_ROOT
 
 SRC = PROJECT_ROOT / "src"
@@ -83,6 +84,14 @@ def test_the_import_walk_finds_real_code():
     assert SRC / "fairtrain/training/worker.py" in train
     assert SRC / "fairtrain/data/preprocessing.py" in train
     assert PIPELINES / "_common.py" in train
+
+
+def test_the_train_stage_declares_every_train_param():
+    # The workers read every train param and the resume key hashes them all; one missing from
+    # the stage's params would let `dvc exp run -S train.<key>=...` keep the old model.
+    declared = set(STAGES["train"]["params"])
+    missing = sorted(f"train.{name}" for name in TrainConfig.model_fields if f"train.{name}" not in declared)
+    assert missing == [], f"dvc.yaml's train stage does not list {missing}"
 
 
 def _declared_params() -> set[str]:
