@@ -79,29 +79,14 @@ def running_server(
         stop_process_group(process)
 
 
-@contextmanager
-def mlflow_server(
-    root: Path, backend_store: str, admin_password: str | None = None, timeout_s: float = 120
-) -> Iterator[str]:
-    """``mlflow server`` on a free loopback port with ``backend_store`` and proxied artifacts
-    under ``root``; yields its URI. With ``admin_password`` it runs MLflow's basic-auth app,
-    whose admin is ``admin`` with that password (its user database is under ``root`` too)."""
-    # The server execs ``uvicorn`` by name: the venv's bin must come first on PATH even when
-    # the tests run through the venv's python without activating it.
+def mlflow_cli(args: list[str], port: int, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The venv's ``mlflow`` with ``args``, serving on loopback ``port`` with one worker, and
+    ``env`` with the venv's bin first on PATH: MLflow's servers exec ``uvicorn`` by name, even
+    when the tests run through the venv's python without activating it."""
     bin_dir = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_", "MLFLOW_AUTH_"))}
-    env["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
-    # The server's background job runner (GenAI scorers, periodic tasks) starts eight extra
-    # processes; the pipeline uses none of it, and this machine has two cores.
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    port = free_port()
     command = [
         str(Path(bin_dir) / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        backend_store,
-        "--artifacts-destination",
-        str(root / "artifacts"),
+        *args,
         "--host",
         "127.0.0.1",
         "--port",
@@ -109,6 +94,26 @@ def mlflow_server(
         "--workers",
         "1",
     ]
+    return command, {**env, "PATH": os.pathsep.join([bin_dir, env.get("PATH", "")])}
+
+
+@contextmanager
+def mlflow_server(
+    root: Path, backend_store: str, admin_password: str | None = None, timeout_s: float = 120
+) -> Iterator[str]:
+    """``mlflow server`` on a free loopback port with ``backend_store`` and proxied artifacts
+    under ``root``; yields its URI. With ``admin_password`` it runs MLflow's basic-auth app,
+    whose admin is ``admin`` with that password (its user database is under ``root`` too)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_", "MLFLOW_AUTH_"))}
+    # The server's background job runner (GenAI scorers, periodic tasks) starts eight extra
+    # processes; the pipeline uses none of it, and this machine has two cores.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    port = free_port()
+    command, env = mlflow_cli(
+        ["server", "--backend-store-uri", backend_store, "--artifacts-destination", str(root / "artifacts")],
+        port,
+        env,
+    )
     if admin_password is not None:
         command += ["--app-name", "basic-auth"]
         env["MLFLOW_AUTH_ADMIN_PASSWORD"] = admin_password

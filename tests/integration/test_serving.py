@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -20,7 +18,7 @@ import pytest
 import requests
 
 from tests.integration.pipeline import run_after_training
-from tests.integration.servers import free_port, running_server
+from tests.integration.servers import free_port, mlflow_cli, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -42,29 +40,11 @@ def served(champion, mlflow_store, tmp_path) -> Iterator[str]:
     """``mlflow models serve`` for the champion on a free loopback port; yields its base URL."""
     port = free_port()
     log = tmp_path / "serve.log"
-    # The scoring server execs ``uvicorn`` by name: the venv's bin must come first on PATH
-    # even when the tests run through the venv's python without activating it.
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": mlflow_store,
-        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
-    }
-    command = [
-        str(Path(bin_dir) / "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        champion["uri"],
-        "--env-manager",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    command, env = mlflow_cli(
+        ["models", "serve", "-m", champion["uri"], "--env-manager", "local"],
+        port,
+        {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store},
+    )
     base = f"http://127.0.0.1:{port}"
     with running_server(command, env, tmp_path, log, f"{base}/ping", START_TIMEOUT_S):
         yield base
