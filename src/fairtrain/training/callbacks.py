@@ -7,15 +7,16 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 import torch
-from mlflow.entities import Metric, RunTag
-from mlflow.tracking import MlflowClient
 from torch import distributed
 
 from fairtrain.lightning import pl
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger("fairtrain.training")
 
@@ -79,7 +80,11 @@ class EpochReporter(pl.Callback):
         self.history = list(state_dict.get("history", []))
 
     def _mlflow(self) -> MlflowClient:
+        # Imported here, not at the top: only rank 0 with a run logs, and importing mlflow
+        # costs each worker process about 0.6-0.9 s of CPU during Ray's start-up.
         if self._client is None:
+            from mlflow.tracking import MlflowClient
+
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 
@@ -107,6 +112,8 @@ class EpochReporter(pl.Callback):
         )
         if self.run_id and self._logging:
             try:
+                from mlflow.entities import RunTag
+
                 self._mlflow().log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             except Exception as error:  # as for the epochs' metrics below: never lose the training
                 log.warning("cannot tag the run with where it trains: %s", error)
@@ -136,6 +143,8 @@ class EpochReporter(pl.Callback):
         self.history.append({"epoch": epoch, **metrics})
         if self.run_id and self._logging and epoch not in self._logged_steps:
             try:
+                from mlflow.entities import Metric
+
                 now = int(time.time() * 1000)
                 self._mlflow().log_batch(
                     self.run_id,
