@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from fairtrain import tracking
 from fairtrain.config import Params, TrainConfig
 from fairtrain.errors import ConfigError, TrainingError
 from fairtrain.training.trainer import TrainingData, train_distributed
@@ -29,6 +31,8 @@ TRIAL_TAG = "fairtrain.tune.trial_id"
 COMPLETED_TAG = "fairtrain.tune.completed"
 ERROR_TAG = "fairtrain.tune.error"
 STOPPED_TAG = "fairtrain.tune.stopped_early"
+# What each trial's rank 0 logs per epoch (and Ray Train reports to Tune), by epoch number.
+EPOCH_METRICS = ("train_loss", "val_loss", "val_auc")
 
 
 def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -154,7 +158,8 @@ def close_trial_runs(
     """Give every child run its final status from Tune's outcome for its trial, and its best
     val_loss: FAILED when Tune recorded an error; FINISHED when the trial reported all
     ``max_epochs`` epochs or its function returned (early stopping); otherwise KILLED and
-    tagged as stopped early by ASHA.
+    tagged as stopped early by ASHA. Epochs Tune received but the run lacks (the trial's
+    workers could not reach the tracking server) are logged here, as the train stage does.
 
     Tune tears a trial down as soon as ASHA stops it, possibly mid-write, so the trials set
     no status themselves:
@@ -170,6 +175,8 @@ def close_trial_runs(
         frame = getattr(result, "metrics_dataframe", None)
         if frame is not None and "val_loss" in frame and len(frame):
             client.log_metric(run_id, "best_val_loss", float(frame["val_loss"].min()))
+            if "epoch" in frame:
+                tracking.log_missing_epochs(client, run_id, epoch_rows(frame))
         if (result is not None and result.error is not None) or (result is None and ERROR_TAG in tags):
             status = "FAILED"  # a trial that failed before its first report has no result metrics
         elif epochs >= max_epochs or tags.get(COMPLETED_TAG) == "true":
@@ -178,6 +185,15 @@ def close_trial_runs(
             status = "KILLED"
             client.set_tag(run_id, STOPPED_TAG, "true")
         client.set_terminated(run_id, status)
+
+
+def epoch_rows(frame: pd.DataFrame) -> list[dict[str, float]]:
+    """One row per reported epoch (the last report of an epoch a restarted worker group ran
+    twice) with the metrics rank 0 logs, from a trial's Tune metrics frame."""
+    columns = ["epoch", *(k for k in EPOCH_METRICS if k in frame)]
+    rows = frame[columns].dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last")
+    # NaN (a metric missing from one report) is left out rather than logged.
+    return [{k: float(v) for k, v in row.items() if pd.notna(v)} for row in rows.to_dict("records")]
 
 
 def write_back(params_path: Path, overrides: dict[str, Any]) -> None:

@@ -7,19 +7,24 @@ story of a model. Nothing here runs at import time.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
 from filelock import FileLock
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fairtrain.errors import TrackingError
 from fairtrain.io import read_json, write_json
+
+log = logging.getLogger(__name__)
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_STORE_FILE = "mlflow.db"
@@ -151,3 +156,25 @@ def metric_key(*parts: str) -> str:
     """An MLflow-safe metric name from free-text parts such as group names."""
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. /")
     return "/".join("".join(ch if ch in allowed else "_" for ch in str(p)) for p in parts)
+
+
+def log_missing_epochs(client: MlflowClient, run_id: str, history: Iterable[Mapping[str, float]]) -> int:
+    """Log from the driver the epochs of ``history`` (rows of ``epoch`` and metric values)
+    whose ``val_loss`` the run lacks, and return how many. Rank 0 logs each epoch itself
+    while training, but a worker node may lack the tracking server's credentials; this keeps
+    the run's curves whole either way, and logs nothing twice."""
+    logged = {m.step for m in client.get_metric_history(run_id, "val_loss")}
+    missing = [row for row in history if int(row["epoch"]) not in logged]
+    if missing:
+        log.warning("logging %d epoch(s) the worker did not log to run %s", len(missing), run_id)
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(key=k, value=float(v), timestamp=now, step=int(row["epoch"]))
+                for row in missing
+                for k, v in row.items()
+                if k != "epoch"
+            ],
+        )
+    return len(missing)

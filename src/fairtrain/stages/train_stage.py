@@ -25,7 +25,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -194,25 +194,6 @@ def _flat_params(params: Params) -> dict[str, object]:
     return flat
 
 
-def log_missing_epochs(run_id: str, history: list[dict]) -> None:
-    """Log from the driver any epoch the rank-0 worker could not log itself (a worker on a
-    remote node may lack the tracking server's credentials), so the run's curves are whole."""
-    client = MlflowClient()
-    logged = {m.step for m in client.get_metric_history(run_id, "val_loss")}
-    missing = [row for row in history if int(row["epoch"]) not in logged]
-    if missing:
-        log.warning("logging %d epoch(s) the worker did not log", len(missing))
-        client.log_batch(
-            run_id,
-            metrics=[
-                Metric(key=k, value=float(v), timestamp=int(time.time() * 1000), step=int(row["epoch"]))
-                for row in missing
-                for k, v in row.items()
-                if k != "epoch"
-            ],
-        )
-
-
 def train_stage(
     params: Params,
     train_path: Path,
@@ -315,7 +296,7 @@ def train_stage(
                     }
                 )
                 mlflow.log_dict(json_safe(summary), "training/train.json")
-                log_missing_epochs(run_id, outcome.history)
+                tracking.log_missing_epochs(MlflowClient(), run_id, outcome.history)
                 # Set by the worker too when it reaches the server; the same values either way.
                 mlflow.set_tags(outcome.tags)
 
