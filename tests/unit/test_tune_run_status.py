@@ -1,5 +1,6 @@
-"""The search's driver closes every trial's child run from Tune's verdict (real SQLite store;
-the Tune results are plain records with the two fields the driver reads)."""
+"""The search's driver closes every trial's child run from Tune's verdict and logs the epochs
+the run lacks (real SQLite store; the Tune results are plain records with the three fields the
+driver reads: metrics, error and the metrics frame, its columns named as in a real search)."""
 
 from __future__ import annotations
 
