@@ -31,8 +31,6 @@ TRIAL_TAG = "fairtrain.tune.trial_id"
 COMPLETED_TAG = "fairtrain.tune.completed"
 ERROR_TAG = "fairtrain.tune.error"
 STOPPED_TAG = "fairtrain.tune.stopped_early"
-# What each trial's rank 0 logs per epoch (and Ray Train reports to Tune), by epoch number.
-EPOCH_METRICS = ("train_loss", "val_loss", "val_auc")
 
 
 def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -190,7 +188,7 @@ def close_trial_runs(
 def epoch_rows(frame: pd.DataFrame) -> list[dict[str, float]]:
     """One row per reported epoch (the last report of an epoch a restarted worker group ran
     twice) with the metrics rank 0 logs, from a trial's Tune metrics frame."""
-    columns = ["epoch", *(k for k in EPOCH_METRICS if k in frame)]
+    columns = ["epoch", *(k for k in tracking.EPOCH_METRICS if k in frame)]
     rows = frame[columns].dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last")
     # NaN (a metric missing from one report) is left out rather than logged.
     return [{k: float(v) for k, v in row.items() if pd.notna(v)} for row in rows.to_dict("records")]

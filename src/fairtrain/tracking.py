@@ -26,6 +26,10 @@ from fairtrain.io import read_json, write_json
 
 log = logging.getLogger(__name__)
 
+# What rank 0 of a training logs to its run per epoch (step = epoch). Ray Train also reports
+# all but the throughput to Ray, and so to Tune.
+EPOCH_METRICS = ("train_loss", "val_loss", "val_auc", "samples_per_second")
+
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_STORE_FILE = "mlflow.db"
 # MLflow's own defaults (7 retries, backoff factor 2, 120 s timeout) keep a stage waiting for

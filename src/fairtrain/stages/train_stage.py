@@ -42,7 +42,6 @@ from fairtrain.training.trainer import TrainingData, configured_storage, train_d
 from fairtrain.training.worker import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
-HISTORY_KEYS = ("train_loss", "val_loss", "val_auc", "samples_per_second")
 STORAGE_DIR = ".ray-runs"  # under the model directory, unless $FAIRTRAIN_RAY_STORAGE is set
 SYSTEM_METRICS_INTERVAL_S = 5
 
@@ -280,7 +279,10 @@ def train_stage(
                     "hyperparameters": params.train.model_dump(mode="json"),
                 }
                 history = [
-                    {"epoch": int(r["epoch"]) + 1, **{k: float(r[k]) for k in HISTORY_KEYS if k in r}}
+                    {
+                        "epoch": int(r["epoch"]) + 1,
+                        **{k: float(r[k]) for k in tracking.EPOCH_METRICS if k in r},
+                    }
                     for r in outcome.history
                 ]
                 mlflow.log_metrics(
