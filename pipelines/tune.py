@@ -7,46 +7,18 @@ each trial the train stage's training function and an MLflow child run of one pa
 
 import json
 import logging
-import tempfile
-import time
 from pathlib import Path
 
-import mlflow
-import pandas as pd
-
 from _common import params_of, parser
-from fairtrain import tracking
-from fairtrain.data.preprocessing import Preprocessor
-from fairtrain.io import read_json
-from fairtrain.search import run_search, write_back
+from fairtrain.search import write_back
 from fairtrain.stages.runner import run_stage
-from fairtrain.stages.train_stage import features_and_target, model_options
-from fairtrain.training.ray_runtime import ray_session
-from fairtrain.training.trainer import TrainingData, configured_storage
+from fairtrain.stages.tune_stage import tune_stage
 
 log = logging.getLogger("fairtrain.tune")
 
 
 def main(a) -> None:
-    params = params_of(a)
-    preprocessor = Preprocessor.from_dict(read_json(a.preprocessor))
-    x_train, y_train = features_and_target(pd.read_parquet(a.train), preprocessor, params)
-    x_val, y_val = features_and_target(pd.read_parquet(a.val), preprocessor, params)
-    uri = tracking.resolve_tracking_uri()
-    experiment_id = tracking.configure(params.tracking.experiment, uri)
-    storage = configured_storage() or Path(tempfile.mkdtemp(prefix="fairtrain-tune-"))
-    with mlflow.start_run(run_name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}") as parent, ray_session():
-        mlflow.set_tag("fairtrain.stage", "tune")
-        mlflow.log_dict(params.tune.model_dump(mode="json"), "tune/space.json")
-        summary = run_search(
-            params,
-            TrainingData(x_train, y_train, x_val, y_val),
-            model_options(params, preprocessor, y_train),
-            experiment_id,
-            uri,
-            storage,
-        )
-        summary["parent_run_id"] = parent.info.run_id
+    summary = tune_stage(params_of(a), a.train, a.val, a.preprocessor, source=str(a.params))
     print(json.dumps(summary, indent=2, default=str))
     if a.write_params:
         write_back(a.params, summary["best_overrides"])

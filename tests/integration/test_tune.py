@@ -9,11 +9,16 @@ import sys
 
 import mlflow
 import pytest
+import ray
 import yaml
 
 from fairtrain.config import load_params
-from fairtrain.search import COMPLETED_TAG, grid, write_back
-from tests.helpers import PROJECT_ROOT
+from fairtrain.search import grid, write_back
+from fairtrain.search_runs import STOPPED_TAG
+from fairtrain.stages.tune_stage import tune_stage
+from fairtrain.training.callbacks import DEVICE_TAG, WORLD_SIZE_TAG
+from tests.helpers import PROJECT_ROOT, shrink_params
+from tests.integration.servers import mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -34,16 +39,19 @@ def test_write_back_edits_train_keys_and_keeps_comments(tmp_path):
     assert params.evaluate == load_params(PROJECT_ROOT / "params.yaml").evaluate
 
 
+# The good rate first: trials run one at a time, so when the poor one reaches ASHA's rung
+# (epoch 1) there is a better result there and ASHA stops it.
+TWO_TRIALS = {
+    "space": {"learning_rate": [0.01, 0.0001]},
+    "max_epochs": 2,
+    "grace_period": 1,
+    "workers_per_trial": 1,
+}
+
+
 def test_search_logs_each_trial_as_a_child_run_and_writes_the_best_back(prepared, small_params, tmp_path):
     raw = small_params.model_dump(mode="json", by_alias=True)
-    raw["tune"] = {
-        # The good rate first: trials run one at a time, so when the poor one reaches ASHA's
-        # rung (epoch 1) there is a better result there and ASHA stops it.
-        "space": {"learning_rate": [0.01, 0.0001]},
-        "max_epochs": 2,
-        "grace_period": 1,
-        "workers_per_trial": 1,
-    }
+    raw["tune"] = TWO_TRIALS
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -74,13 +82,60 @@ def test_search_logs_each_trial_as_a_child_run_and_writes_the_best_back(prepared
     assert len(runs) == 3 and len(children) == 2, "one parent, one child per trial, nothing else"
     assert all(r.info.status in ("FINISHED", "KILLED") for r in runs), "no run left RUNNING"
     by_rate = {c.data.params["train.learning_rate"]: c for c in children}
-    assert by_rate["0.01"].info.status == "FINISHED"
     # It ended by returning after its last epoch, not torn down by Tune at ASHA's max_t (which
     # once left its Train worker group's CPU reserved and hung the next trial).
-    assert by_rate["0.01"].data.tags.get(COMPLETED_TAG) == "true"
+    assert by_rate["0.01"].info.status == "FINISHED"
+    assert STOPPED_TAG not in by_rate["0.01"].data.tags
     assert by_rate["0.0001"].info.status == "KILLED"
-    assert by_rate["0.0001"].data.tags.get("fairtrain.tune.stopped_early") == "true"
+    assert by_rate["0.0001"].data.tags.get(STOPPED_TAG) == "true"
     assert sorted(c.data.params["train.learning_rate"] for c in children) == ["0.0001", "0.01"]
-    for child in children:
-        assert client.get_metric_history(child.info.run_id, "val_loss"), "each trial logs its epochs"
+    for child, epochs in ((by_rate["0.01"], 2), (by_rate["0.0001"], 1)):
+        history = client.get_metric_history(child.info.run_id, "val_loss")
+        assert [m.step for m in history] == list(range(epochs)), "each epoch once"
+        assert child.info.end_time >= child.info.start_time
+    # A trial that ran to its end tags its run with where it trained (one ASHA tears down, not).
+    assert by_rate["0.01"].data.tags.get(WORLD_SIZE_TAG) == "1"
+    # One trial at a time: each child opens when its trial starts and ends when Tune ends it.
+    assert by_rate["0.0001"].info.start_time >= by_rate["0.01"].info.end_time
     assert parent.data.params["best.learning_rate"] == "0.01"
+
+
+def test_trials_need_no_tracking_credentials(prepared, small_params, tmp_path, monkeypatch):
+    """On a cluster, the nodes that run the trials may lack the tracking server's credentials.
+    Here the trials lack them because the Ray instance (whose environment they inherit)
+    started before the driver got them; the server runs MLflow's basic-auth app. The driver
+    writes every child run, so the search completes and nothing is missing but the trials'
+    execution tags, which only the trials know."""
+    params = shrink_params(small_params, tune=TWO_TRIALS)
+    root = tmp_path / "server"
+    root.mkdir()
+    password = "test-only-password"  # a throwaway server in a temporary folder
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        with mlflow_server(root, f"sqlite:///{root / 'server.db'}", admin_password=password) as uri:
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+            mlflow.set_tracking_uri(uri)
+            monkeypatch.chdir(tmp_path)
+            summary = tune_stage(params, prepared["train"], prepared["val"], prepared["preprocessor"])
+            client = mlflow.MlflowClient(uri)
+            children = client.search_runs(
+                [client.get_experiment_by_name(params.tracking.experiment).experiment_id],
+                filter_string=f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'",
+            )
+            histories = {
+                c.info.run_id: client.get_metric_history(c.info.run_id, "val_loss") for c in children
+            }
+    finally:
+        ray.shutdown()
+    # The trials really were refused: their search for their own run came back 401.
+    assert '"POST /api/2.0/mlflow/runs/search HTTP/1.1" 401' in (root / "server.log").read_text()
+    assert summary["best_overrides"] == {"learning_rate": 0.01} and summary["stopped_early"] == 1
+    by_rate = {c.data.params["train.learning_rate"]: c for c in children}
+    assert {rate: c.info.status for rate, c in by_rate.items()} == {"0.01": "FINISHED", "0.0001": "KILLED"}
+    assert [m.step for m in histories[by_rate["0.01"].info.run_id]] == [0, 1]
+    assert [m.step for m in histories[by_rate["0.0001"].info.run_id]] == [0]
+    assert all(DEVICE_TAG not in c.data.tags for c in children), "documented: not backfilled"

@@ -1,15 +1,26 @@
-"""The search's driver closes every trial's child run from Tune's verdict and logs the epochs
-the run lacks (real SQLite store; the Tune results are plain records with the three fields the
-driver reads: metrics, error and the metrics frame, its columns named as in a real search)."""
+"""The search's driver writes every trial's child run: opened by a real Tune callback hook,
+epochs logged as Tune hands them over, and closed with the status Tune's outcome gives it
+(real SQLite store; trials and Tune results are plain records with the fields the driver
+reads, their columns named as in a real search)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
+import pytest
 from mlflow import MlflowClient
+from ray.exceptions import RayTaskError
 
-from fairtrain.search import COMPLETED_TAG, ERROR_TAG, STOPPED_TAG, TRIAL_TAG, close_trial_runs
+from fairtrain.errors import ConfigError
+from fairtrain.search import check_space
+from fairtrain.search_runs import ERROR_TAG, STOPPED_TAG, TRIAL_TAG, TrialRuns, close_trial_runs
+
+
+@dataclass
+class Trial:
+    trial_id: str
+    config: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -19,58 +30,77 @@ class TrialResult:
     metrics_dataframe: pd.DataFrame | None = None
 
 
-def test_each_child_gets_the_status_tune_gave_its_trial(mlflow_store):
+def describe(config: dict) -> tuple[str, dict]:
+    return f"trial-lr={config['learning_rate']}", {"train.learning_rate": config["learning_rate"]}
+
+
+@pytest.fixture
+def search(mlflow_store):
     client = MlflowClient(mlflow_store)
     experiment_id = client.create_experiment("tune")
     parent = client.create_run(experiment_id).info.run_id
+    return client, TrialRuns(client, experiment_id, parent, describe), parent
 
-    def child(trial_id: str, **tags: str) -> str:
-        base = {"mlflow.parentRunId": parent, TRIAL_TAG: trial_id}
-        return client.create_run(experiment_id, tags={**base, **tags}).info.run_id
 
-    completed = child("t1", **{COMPLETED_TAG: "true"})  # ended early by its own patience
-    last_epoch = child("t5")  # torn down by Tune right after its last epoch's report
-    stopped = child("t2", **{ERROR_TAG: "TrainingError: aborted"})  # torn down by ASHA
-    crashed = child("t3", **{ERROR_TAG: "ValueError: bad"})
-    silent = child("t4", **{ERROR_TAG: "ValueError: before any report"})
-    unrelated = client.create_run(experiment_id).info.run_id
-    client.log_metric(last_epoch, "val_loss", 0.5, step=0)  # the trial's worker logged only epoch 0
+def start(runs: TrialRuns, trial_id: str, rate: float = 0.01) -> str:
+    runs.on_trial_start(0, [], Trial(trial_id, {"learning_rate": rate}))
+    return runs.runs[trial_id].run_id
+
+
+def test_a_trial_gets_a_child_run_with_its_params_and_live_epochs(search):
+    client, runs, parent = search
+    run_id = start(runs, "t1", 0.003)
+    trial = Trial("t1")
+    for epoch, loss in ((0, 0.5), (1, 0.4), (1, 0.39)):  # epoch 1 again: a restarted worker group
+        runs.on_trial_result(
+            0, [], trial, {"epoch": epoch, "val_loss": loss, "train_loss": 0.6, "done": False}
+        )
+    runs.on_trial_start(0, [], Trial("t1", {"learning_rate": 0.003}))  # Tune restarted the trial
+
+    run = client.get_run(run_id)
+    assert run.info.run_name == "trial-lr=0.003" and run.info.status == "RUNNING"
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags[TRIAL_TAG] == "t1"
+    assert run.data.params == {"train.learning_rate": "0.003"}
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")] == [(0, 0.5), (1, 0.4)]
+    assert client.get_metric_history(run_id, "done") == [], "only the epoch metrics are logged"
+    assert len(runs.runs) == 1
+
+
+def test_each_child_gets_the_status_tune_gave_its_trial(search):
+    client, runs, _ = search
+    ids = {t: start(runs, t) for t in ("finished", "early", "stopped", "crashed", "interrupted")}
+    for trial_id in ("finished", "early", "stopped"):
+        runs.on_trial_complete(0, [], Trial(trial_id))
+    runs.on_trial_error(0, [], Trial("crashed"))
+    wrapped = RayTaskError("trial", "Traceback ...", ValueError("bad value"))
     results = [
-        TrialResult({"trial_id": "t1", "training_iteration": 2}),
-        TrialResult(
-            {"trial_id": "t5", "training_iteration": 3},
-            metrics_dataframe=pd.DataFrame(
-                {"epoch": [0, 1, 2], "val_loss": [0.5, 0.4, 0.45], "train_loss": [0.6, 0.5, 0.4], "step": 9}
-            ),
-        ),
-        TrialResult({"trial_id": "t2", "training_iteration": 1}),
-        TrialResult({"trial_id": "t3"}, error=ValueError("bad")),
-        TrialResult({}, error=ValueError("before any report")),
+        TrialResult({"trial_id": "finished", "training_iteration": 3}),
+        TrialResult({"trial_id": "early", "training_iteration": 2}),  # its own early stopping
+        TrialResult({"trial_id": "stopped", "training_iteration": 1}),
+        TrialResult({"trial_id": "crashed"}, error=wrapped),
+        TrialResult({"trial_id": "interrupted", "training_iteration": 1}),
     ]
 
-    close_trial_runs(results, 3, experiment_id, parent, mlflow_store)
+    close_trial_runs(client, runs.runs, results, stopped={"stopped"})
 
-    def status(run_id: str) -> str:
-        return client.get_run(run_id).info.status
+    def run(trial_id: str):
+        return client.get_run(ids[trial_id])
 
-    assert status(completed) == "FINISHED" and status(last_epoch) == "FINISHED"
-    assert client.get_run(last_epoch).data.metrics["best_val_loss"] == 0.4
-    assert sorted(m.step for m in client.get_metric_history(last_epoch, "val_loss")) == [0, 1, 2]
-    assert status(stopped) == "KILLED"
-    assert client.get_run(stopped).data.tags[STOPPED_TAG] == "true"
-    assert status(crashed) == "FAILED" and status(silent) == "FAILED"
-    assert STOPPED_TAG not in client.get_run(crashed).data.tags
-    assert status(unrelated) == "RUNNING", "runs outside the search are left alone"
+    assert run("finished").info.status == "FINISHED" and run("early").info.status == "FINISHED"
+    assert run("stopped").info.status == "KILLED"
+    assert run("stopped").data.tags[STOPPED_TAG] == "true"
+    assert run("crashed").info.status == "FAILED"
+    assert run("crashed").data.tags[ERROR_TAG] == "ValueError: bad value", "the trial's own error"
+    assert run("interrupted").info.status == "KILLED", "the search ended before the trial did"
+    assert STOPPED_TAG not in run("interrupted").data.tags | run("crashed").data.tags
+    assert run("finished").info.end_time == runs.runs["finished"].ended_ms, "when Tune completed it"
 
 
-def test_the_driver_logs_the_epochs_a_trials_workers_could_not(mlflow_store):
-    client = MlflowClient(mlflow_store)
-    experiment_id = client.create_experiment("tune")
-    parent = client.create_run(experiment_id).info.run_id
-    run_id = client.create_run(
-        experiment_id, tags={"mlflow.parentRunId": parent, TRIAL_TAG: "t1", COMPLETED_TAG: "true"}
-    ).info.run_id
-    client.log_metric(run_id, "val_loss", 0.5, step=0)  # logged by the worker before it lost the server
+def test_the_driver_logs_the_epochs_it_missed_after_the_search(search):
+    client, runs, _ = search
+    run_id = start(runs, "t1")
+    runs.on_trial_result(0, [], Trial("t1"), {"epoch": 0, "val_loss": 0.5})
+    runs.on_trial_complete(0, [], Trial("t1"))
     frame = pd.DataFrame(
         # A restarted worker group reported epoch 1 twice; Tune's own columns are not metrics here.
         {
@@ -82,11 +112,7 @@ def test_the_driver_logs_the_epochs_a_trials_workers_could_not(mlflow_store):
     )
 
     close_trial_runs(
-        [TrialResult({"trial_id": "t1", "training_iteration": 4}, metrics_dataframe=frame)],
-        3,
-        experiment_id,
-        parent,
-        mlflow_store,
+        client, runs.runs, [TrialResult({"trial_id": "t1"}, metrics_dataframe=frame)], stopped=set()
     )
 
     def curve(key: str) -> list[tuple[int, float]]:
@@ -97,3 +123,17 @@ def test_the_driver_logs_the_epochs_a_trials_workers_could_not(mlflow_store):
     )
     assert curve("val_auc") == [(1, 0.86)], "epoch 0 was already logged; a missing value is not logged as NaN"
     assert curve("training_iteration") == [] and curve("epoch") == []
+    assert client.get_run(run_id).data.metrics["best_val_loss"] == 0.4
+
+
+def test_a_space_value_that_is_not_a_valid_train_value_fails_before_the_search(params):
+    bad = params.model_copy(
+        update={"tune": params.tune.model_copy(update={"space": {"learning_rate": [0.01, -1.0]}})}
+    )
+    with pytest.raises(
+        ConfigError, match=r"tune\.space\.learning_rate: -1\.0 is not a valid train\.learning_rate"
+    ):
+        check_space(bad)
+    check_space(
+        params.model_copy(update={"tune": params.tune.model_copy(update={"space": {"dropout": [0.1]}})})
+    )

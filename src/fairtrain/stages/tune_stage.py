@@ -1,0 +1,48 @@
+"""The search (``pipelines/tune.py``, not a DVC stage): one parent MLflow run, a Ray Tune
+search over params.yaml ``tune.space``, the best train keys returned."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from fairtrain import tracking
+from fairtrain.config import Params
+from fairtrain.data.preprocessing import Preprocessor
+from fairtrain.io import read_json
+from fairtrain.search import check_space, run_search
+from fairtrain.stages.train_stage import features_and_target, model_options
+from fairtrain.training.ray_runtime import ray_session
+from fairtrain.training.trainer import TrainingData, configured_storage
+
+
+def tune_stage(
+    params: Params, train_path: Path, val_path: Path, preprocessor_path: Path, source: str = "params.yaml"
+) -> dict[str, Any]:
+    """Search with the prepared splits; returns the search's summary with ``parent_run_id``.
+    ``source`` names the params file in errors."""
+    check_space(params, source)  # before any data is read, a run is opened or Ray is started
+    preprocessor = Preprocessor.from_dict(read_json(preprocessor_path))
+    x_train, y_train = features_and_target(pd.read_parquet(train_path), preprocessor, params)
+    x_val, y_val = features_and_target(pd.read_parquet(val_path), preprocessor, params)
+    uri = tracking.resolve_tracking_uri()
+    experiment_id = tracking.configure(params.tracking.experiment, uri)
+    storage = configured_storage() or Path(tempfile.mkdtemp(prefix="fairtrain-tune-"))
+    with mlflow.start_run(run_name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}") as parent, ray_session():
+        mlflow.set_tag("fairtrain.stage", "tune")
+        mlflow.log_dict(params.tune.model_dump(mode="json"), "tune/space.json")
+        summary = run_search(
+            params,
+            TrainingData(x_train, y_train, x_val, y_val),
+            model_options(params, preprocessor, y_train),
+            experiment_id,
+            uri,
+            storage,
+        )
+    summary["parent_run_id"] = parent.info.run_id
+    return summary
