@@ -41,27 +41,33 @@ def trial_params(params: Params, overrides: dict[str, Any]) -> TrainConfig:
     return TrainConfig.model_validate(raw)
 
 
+def _refusal(params: Params, overrides: dict[str, Any]) -> str | None:
+    """Why the train section with ``overrides`` is not valid, or None when it is."""
+    try:
+        trial_params(params, overrides)
+    except ValidationError as error:
+        return "; ".join(e["msg"] for e in error.errors())
+    return None
+
+
 def check_space(params: Params, source: str = "params.yaml") -> None:
     """Fail before any trial starts when a value of ``tune.space`` is not a valid train value,
     naming the key and the values (otherwise the trial holding it would fail mid-search)."""
     space = params.tune.space
     if not space:
         raise ConfigError(f"{source}: tune.space is empty: name at least one train key and its values")
-    problems = []
-    for key, values in space.items():
-        for value in values:
-            try:
-                trial_params(params, {key: value})
-            except ValidationError as error:
-                reasons = "; ".join(e["msg"] for e in error.errors())
-                problems.append(f"tune.space.{key}: {value!r} is not a valid train.{key} ({reasons})")
+    problems = [
+        f"tune.space.{key}: {value!r} is not a valid train.{key} ({reason})"
+        for key, values in space.items()
+        for value in values
+        if (reason := _refusal(params, {key: value}))
+    ]
     if not problems:  # each value is valid alone; a check across keys may refuse a combination
-        for overrides in grid(space):
-            try:
-                trial_params(params, overrides)
-            except ValidationError as error:
-                reasons = "; ".join(e["msg"] for e in error.errors())
-                problems.append(f"tune.space combination {overrides} is not a valid train section: {reasons}")
+        problems = [
+            f"tune.space combination {overrides} is not a valid train section: {reason}"
+            for overrides in grid(space)
+            if (reason := _refusal(params, overrides))
+        ]
     if problems:
         raise ConfigError(f"{source}: " + "\n".join(problems))
 
@@ -145,12 +151,25 @@ def run_search(
             name=f"tune-{parent_id[:8]}", storage_path=str(storage), verbose=0, callbacks=[runs]
         ),
     )
-    results = None
     try:
         results = tuner.fit()
-    finally:
-        # Also when the search itself fails or is interrupted: no child run stays RUNNING.
-        close_trial_runs(runs.client, runs.runs, results or [], scheduler.stopped)
+    except BaseException:
+        # The search itself failed or was interrupted: still no child run stays RUNNING, and a
+        # failure to close them does not hide the search's own error.
+        try:
+            close_trial_runs(runs.client, runs.runs, [], scheduler.stopped)
+        except Exception as error:
+            log.warning("could not close the trials' MLflow runs: %s", error)
+        raise
+    close_trial_runs(runs.client, runs.runs, results, scheduler.stopped)
+    # Tune ends a search it got Ctrl-C in by returning, not raising (its results then count the
+    # interrupted trial as terminated and leave out those never started): the best trial would
+    # be the best of a partial search.
+    expected = len(grid(space)) * params.tune.num_samples
+    ended = sum(run.outcome is not None for run in runs.runs.values())
+    if ended < expected:
+        log.warning("the search stopped with %d of %d trials run to their end", ended, expected)
+        raise KeyboardInterrupt(f"search interrupted after {ended} of {expected} trials")
     best = results.get_best_result(metric="val_loss", mode="min", scope="all")
     if best is None or best.metrics is None:
         raise TrainingError("no trial reported a validation loss")

@@ -16,7 +16,7 @@ from fairtrain.config import Params
 from fairtrain.data.preprocessing import Preprocessor
 from fairtrain.io import read_json
 from fairtrain.search import check_space, run_search
-from fairtrain.stages.train_stage import features_and_target, model_options
+from fairtrain.stages.train_stage import features_and_target, model_options, training_run
 from fairtrain.training.ray_runtime import ray_session
 from fairtrain.training.trainer import TrainingData, configured_storage
 
@@ -33,7 +33,8 @@ def tune_stage(
     uri = tracking.resolve_tracking_uri()
     experiment_id = tracking.configure(params.tracking.experiment, uri)
     storage = configured_storage() or Path(tempfile.mkdtemp(prefix="fairtrain-tune-"))
-    with mlflow.start_run(run_name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}") as parent, ray_session():
+    # Closed KILLED when interrupted (Ctrl-C, SIGTERM), FAILED on an error, like a training's run.
+    with training_run(None, f"tune-{time.strftime('%Y%m%d-%H%M%S')}") as parent, ray_session():
         mlflow.set_tag("fairtrain.stage", "tune")
         mlflow.log_dict(params.tune.model_dump(mode="json"), "tune/space.json")
         summary = run_search(
