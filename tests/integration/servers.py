@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
 import pytest
 import requests
 
@@ -120,6 +121,23 @@ def mlflow_server(
         env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = "test-only-csrf-key"
     uri = f"http://127.0.0.1:{port}"
     with running_server(command, env, root, root / "server.log", f"{uri}/health", timeout_s):
+        yield uri
+
+
+@contextmanager
+def driver_only_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A basic-auth ``mlflow server`` under ``tmp_path``/server whose credentials only this
+    process gets, in its environment, from now on (a Ray instance started before does not
+    see them); the process works in ``tmp_path``. Yields the server's URI."""
+    root = tmp_path / "server"
+    root.mkdir()
+    password = "test-only-password"  # a throwaway server in a temporary folder
+    with mlflow_server(root, f"sqlite:///{root / 'server.db'}", admin_password=password) as uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        mlflow.set_tracking_uri(uri)
+        monkeypatch.chdir(tmp_path)
         yield uri
 
 

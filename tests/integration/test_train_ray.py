@@ -24,7 +24,7 @@ from fairtrain.training.callbacks import (
 )
 from tests.helpers import shrink_params
 from tests.integration.pipeline import train_with_ray
-from tests.integration.servers import mlflow_server
+from tests.integration.servers import driver_only_credentials
 
 pytestmark = pytest.mark.slow
 
@@ -91,19 +91,11 @@ def test_workers_without_the_servers_credentials_leave_nothing_missing_from_the_
     the run; the driver, which has them, logs what the worker could not. Here the workers
     lack them because the Ray instance (whose environment they inherit) started before the
     driver got them; the server runs MLflow's basic-auth app."""
-    root = tmp_path / "server"
-    root.mkdir()
-    password = "test-only-password"  # a throwaway server in a temporary folder
-    with mlflow_server(root, f"sqlite:///{root / 'server.db'}", admin_password=password) as uri:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-        mlflow.set_tracking_uri(uri)
-        monkeypatch.chdir(tmp_path)
+    with driver_only_credentials(tmp_path, monkeypatch):
         ref = train_with_ray(small_params, prepared, tmp_path)
         run = mlflow.get_run(ref.run_id)
         history = mlflow.MlflowClient().get_metric_history(ref.run_id, "val_loss")
-    server_log = (root / "server.log").read_text()
+    server_log = (tmp_path / "server/server.log").read_text()
     # The worker really was refused: its tags and epochs came back 401 from the server.
     assert '"POST /api/2.0/mlflow/runs/log-batch HTTP/1.1" 401' in server_log
     assert run.info.status == "FINISHED"

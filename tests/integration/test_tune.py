@@ -18,7 +18,7 @@ from fairtrain.search_runs import STOPPED_TAG
 from fairtrain.stages.tune_stage import tune_stage
 from fairtrain.training.callbacks import DEVICE_TAG, WORLD_SIZE_TAG
 from tests.helpers import PROJECT_ROOT, shrink_params
-from tests.integration.servers import mlflow_server
+from tests.integration.servers import driver_only_credentials
 
 pytestmark = pytest.mark.slow
 
@@ -107,19 +107,11 @@ def test_trials_need_no_tracking_credentials(prepared, small_params, tmp_path, m
     writes every child run, so the search completes and nothing is missing but the trials'
     execution tags, which only the trials know."""
     params = shrink_params(small_params, tune=TWO_TRIALS)
-    root = tmp_path / "server"
-    root.mkdir()
-    password = "test-only-password"  # a throwaway server in a temporary folder
     for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "RAY_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
-        with mlflow_server(root, f"sqlite:///{root / 'server.db'}", admin_password=password) as uri:
-            monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-            mlflow.set_tracking_uri(uri)
-            monkeypatch.chdir(tmp_path)
+        with driver_only_credentials(tmp_path, monkeypatch) as uri:
             summary = tune_stage(params, prepared["train"], prepared["val"], prepared["preprocessor"])
             client = mlflow.MlflowClient(uri)
             children = client.search_runs(
@@ -132,7 +124,7 @@ def test_trials_need_no_tracking_credentials(prepared, small_params, tmp_path, m
     finally:
         ray.shutdown()
     # The trials really were refused: their search for their own run came back 401.
-    assert '"POST /api/2.0/mlflow/runs/search HTTP/1.1" 401' in (root / "server.log").read_text()
+    assert '"POST /api/2.0/mlflow/runs/search HTTP/1.1" 401' in (tmp_path / "server/server.log").read_text()
     assert summary["best_overrides"] == {"learning_rate": 0.01} and summary["stopped_early"] == 1
     by_rate = {c.data.params["train.learning_rate"]: c for c in children}
     assert {rate: c.info.status for rate, c in by_rate.items()} == {"0.01": "FINISHED", "0.0001": "KILLED"}
