@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -58,6 +60,8 @@ def test_search_logs_each_trial_as_a_child_run_and_writes_the_best_back(prepared
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT / "src"), str(PROJECT_ROOT)])
     env.pop("RAY_ADDRESS", None)
+    env.pop("FAIRTRAIN_RAY_STORAGE", None)
+    leftovers = set(Path(tempfile.gettempdir()).glob("fairtrain-tune-*"))
     result = subprocess.run(
         [
             sys.executable, str(PROJECT_ROOT / "pipelines/tune.py"), "--params", str(params_file),
@@ -67,6 +71,8 @@ def test_search_logs_each_trial_as_a_child_run_and_writes_the_best_back(prepared
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
+    # Its storage (trials' checkpoints, Tune's state) was a temporary folder, removed at the end.
+    assert set(Path(tempfile.gettempdir()).glob("fairtrain-tune-*")) == leftovers
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["trials"] == 2
     assert summary["stopped_early"] == 1, "ASHA stopped the trailing trial after its first epoch"
@@ -92,6 +98,9 @@ def test_search_logs_each_trial_as_a_child_run_and_writes_the_best_back(prepared
     for child, epochs in ((by_rate["0.01"], 2), (by_rate["0.0001"], 1)):
         history = client.get_metric_history(child.info.run_id, "val_loss")
         assert [m.step for m in history] == list(range(epochs)), "each epoch once"
+        throughput = client.get_metric_history(child.info.run_id, "samples_per_second")
+        assert [m.step for m in throughput] == list(range(epochs))
+        assert all(m.value > 0 for m in throughput)
         assert child.info.end_time >= child.info.start_time
     # A trial that ran to its end tags its run with where it trained (one ASHA tears down, not).
     assert by_rate["0.01"].data.tags.get(WORLD_SIZE_TAG) == "1"

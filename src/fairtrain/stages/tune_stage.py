@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,13 @@ def tune_stage(
     x_val, y_val = features_and_target(pd.read_parquet(val_path), preprocessor, params)
     uri = tracking.resolve_tracking_uri()
     experiment_id = tracking.configure(params.tracking.experiment, uri)
-    storage = configured_storage() or Path(tempfile.mkdtemp(prefix="fairtrain-tune-"))
-    # Closed KILLED when interrupted (Ctrl-C, SIGTERM), FAILED on an error, like a training's run.
-    with training_run(None, f"tune-{time.strftime('%Y%m%d-%H%M%S')}") as parent, ray_session():
+    # The parent run is closed KILLED when interrupted (Ctrl-C, SIGTERM), FAILED on an error,
+    # like a training's run; the storage goes last, after Ray has stopped writing to it.
+    with (
+        _search_storage() as storage,
+        training_run(None, f"tune-{time.strftime('%Y%m%d-%H%M%S')}") as parent,
+        ray_session(),
+    ):
         mlflow.set_tag("fairtrain.stage", "tune")
         mlflow.log_dict(params.tune.model_dump(mode="json"), "tune/space.json")
         summary = run_search(
@@ -47,3 +53,17 @@ def tune_stage(
         )
     summary["parent_run_id"] = parent.info.run_id
     return summary
+
+
+@contextmanager
+def _search_storage() -> Iterator[str | Path]:
+    """Ray's storage for the trials' checkpoints and Tune's state: ``$FAIRTRAIN_RAY_STORAGE``
+    when set (kept), else a temporary folder removed when the search ends however it ends.
+    Nothing reads it afterwards: the trials' metrics are in MLflow, and a search is rerun, not
+    resumed."""
+    configured = configured_storage()
+    if configured is not None:
+        yield configured
+        return
+    with tempfile.TemporaryDirectory(prefix="fairtrain-tune-", ignore_cleanup_errors=True) as folder:
+        yield Path(folder)

@@ -127,6 +127,9 @@ class EpochReporter(pl.Callback):
         elapsed = max(time.perf_counter() - self._started, 1e-9)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics["samples_per_second"] = self.samples_per_epoch / elapsed
+        # RayTrainReportCallback (after this one) reports callback_metrics with the epoch's
+        # checkpoint; with the throughput there, Tune's trials receive it like the losses.
+        trainer.callback_metrics["samples_per_second"] = torch.tensor(metrics["samples_per_second"])
         epoch = trainer.current_epoch
         shown = " ".join(
             f"{k}={metrics[k]:.4f}" for k in ("train_loss", "val_loss", "val_auc") if k in metrics
