@@ -22,10 +22,12 @@ from pydantic import ValidationError
 
 from fairtrain.config import Params, TrainConfig
 from fairtrain.errors import ConfigError, TrainingError
-from fairtrain.search_runs import TRIAL_TAG, StopRecordingASHA, TrialRuns, close_trial_runs
+from fairtrain.search_runs import TRIAL_TAG, StopRecordingASHA, TrialRuns, close_trial_runs, error_text
 from fairtrain.training.trainer import TrainingData, train_distributed
 
 log = logging.getLogger(__name__)
+
+FAILED_TRIALS_TAG = "fairtrain.tune.failed_trials"  # on the parent run: how many trials raised
 
 
 def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -170,22 +172,49 @@ def run_search(
     if ended < expected:
         log.warning("the search stopped with %d of %d trials run to their end", ended, expected)
         raise KeyboardInterrupt(f"search interrupted after {ended} of {expected} trials")
-    best = results.get_best_result(metric="val_loss", mode="min", scope="all")
-    if best is None or best.metrics is None:
-        raise TrainingError("no trial reported a validation loss")
-    frame = best.metrics_dataframe
-    overrides = {k: best.config[k] for k in space}
+    failed = [r for r in results if r.error is not None]
+    for result in failed:
+        # Ray's own output above has the traceback; the trial's run holds the error as a tag.
+        log.warning("trial %s failed: %s", describe(result.config)[0], _first_line(result.error))
+    mlflow.set_tag(FAILED_TRIALS_TAG, str(len(failed)))
+    best = best_trial([r for r in results if r.error is None])
+    if best is None:
+        why = f"; the first: {_first_line(failed[0].error)}" if failed else ""
+        raise TrainingError(
+            f"no trial reported a validation loss ({len(failed)} of {len(results)} failed{why})"
+        )
+    result, best_val_loss = best
+    overrides = {k: result.config[k] for k in space}
     summary = {
         "best_overrides": overrides,
-        "best_val_loss": float(frame["val_loss"].min())
-        if frame is not None
-        else float(best.metrics["val_loss"]),
+        "best_val_loss": best_val_loss,
         "trials": len(results),
         "stopped_early": len(scheduler.stopped),
+        "failed": len(failed),
     }
     mlflow.log_params({f"best.{k}": v for k, v in overrides.items()})
-    mlflow.log_metric("best_val_loss", summary["best_val_loss"])
+    mlflow.log_metric("best_val_loss", best_val_loss)
     return summary
+
+
+def _first_line(error: BaseException) -> str:
+    return error_text(error).splitlines()[0]
+
+
+def best_trial(results: list[Any]) -> tuple[Any, float] | None:
+    """The result with the lowest val_loss any of its epochs reported, and that loss; None
+    when none reported one. Callers pass only trials that did not fail: a trial that crashed
+    (out of memory with its batch size, a diverging rate) must not become the config to use,
+    though Tune's own ``get_best_result`` would pick it from the epochs it got through."""
+    losses = []
+    for result in results:
+        frame = result.metrics_dataframe
+        if frame is not None and "val_loss" in frame and frame["val_loss"].notna().any():
+            losses.append((float(frame["val_loss"].min()), len(losses), result))
+    if not losses:
+        return None
+    loss, _, result = min(losses, key=lambda item: item[:2])  # ties: the earlier result
+    return result, loss
 
 
 def write_back(params_path: Path, overrides: dict[str, Any]) -> None:

@@ -125,7 +125,9 @@ class TrialRuns(Callback):
 def error_text(error: BaseException) -> str:
     """``Type: message`` of what the trial raised (Ray wraps it in a ``RayTaskError``)."""
     cause = getattr(error, "cause", None) or error
-    return f"{type(cause).__name__}: {cause}"[:500]
+    # Ray's reason for a dead worker comes after some 700 characters of worker details; MLflow
+    # takes tag values of up to 8,000.
+    return f"{type(cause).__name__}: {cause}"[:4000]
 
 
 def close_trial_runs(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import mlflow
@@ -15,10 +18,10 @@ import ray
 import yaml
 
 from fairtrain.config import load_params
-from fairtrain.search import grid, write_back
-from fairtrain.search_runs import STOPPED_TAG
+from fairtrain.search import FAILED_TRIALS_TAG, grid, write_back
+from fairtrain.search_runs import ERROR_TAG, STOPPED_TAG
 from fairtrain.stages.tune_stage import tune_stage
-from fairtrain.training.callbacks import DEVICE_TAG, WORLD_SIZE_TAG
+from fairtrain.training.callbacks import DEVICE_TAG, PAUSE_FILE, PROBE_DIR_ENV, WORLD_SIZE_TAG
 from tests.helpers import PROJECT_ROOT, shrink_params
 from tests.integration.servers import driver_only_credentials
 
@@ -51,25 +54,35 @@ TWO_TRIALS = {
 }
 
 
-def test_search_logs_each_trial_as_a_child_run_and_writes_the_best_back(prepared, small_params, tmp_path):
-    raw = small_params.model_dump(mode="json", by_alias=True)
-    raw["tune"] = TWO_TRIALS
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(raw))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+def _search(params: dict, prepared: dict, folder: Path, **env: str) -> subprocess.CompletedProcess:
+    """``pipelines/tune.py --write-params`` with ``params`` in ``folder``/params.yaml, its own
+    local Ray and an SQLite store in ``folder``."""
+    params_file = folder / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", **env}
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT / "src"), str(PROJECT_ROOT)])
     env.pop("RAY_ADDRESS", None)
     env.pop("FAIRTRAIN_RAY_STORAGE", None)
-    leftovers = set(Path(tempfile.gettempdir()).glob("fairtrain-tune-*"))
-    result = subprocess.run(
+    return subprocess.run(
         [
             sys.executable, str(PROJECT_ROOT / "pipelines/tune.py"), "--params", str(params_file),
             "--train", str(prepared["train"]), "--val", str(prepared["val"]),
             "--preprocessor", str(prepared["preprocessor"]), "--write-params",
         ],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+        cwd=folder, env=env, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
+
+
+def _runs(folder: Path, experiment: str) -> tuple[mlflow.MlflowClient, list]:
+    client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
+def test_search_logs_each_trial_as_a_child_run_and_writes_the_best_back(prepared, small_params, tmp_path):
+    raw = small_params.model_dump(mode="json", by_alias=True)
+    raw["tune"] = TWO_TRIALS
+    leftovers = set(Path(tempfile.gettempdir()).glob("fairtrain-tune-*"))
+    result = _search(raw, prepared, tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     # Its storage (trials' checkpoints, Tune's state) was a temporary folder, removed at the end.
     assert set(Path(tempfile.gettempdir()).glob("fairtrain-tune-*")) == leftovers
@@ -78,11 +91,10 @@ def test_search_logs_each_trial_as_a_child_run_and_writes_the_best_back(prepared
     assert summary["stopped_early"] == 1, "ASHA stopped the trailing trial after its first epoch"
     # A learning rate of 0.0001 for 2 epochs cannot beat 0.01 on val_loss.
     assert summary["best_overrides"] == {"learning_rate": 0.01}
-    assert load_params(params_file).train.learning_rate == 0.01
+    assert summary["failed"] == 0
+    assert load_params(tmp_path / "params.yaml").train.learning_rate == 0.01
 
-    client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name(small_params.tracking.experiment)
-    runs = client.search_runs([experiment.experiment_id])
+    client, runs = _runs(tmp_path, small_params.tracking.experiment)
     parent = next(r for r in runs if r.info.run_id == summary["parent_run_id"])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(runs) == 3 and len(children) == 2, "one parent, one child per trial, nothing else"
@@ -107,6 +119,7 @@ def test_search_logs_each_trial_as_a_child_run_and_writes_the_best_back(prepared
     # One trial at a time: each child opens when its trial starts and ends when Tune ends it.
     assert by_rate["0.0001"].info.start_time >= by_rate["0.01"].info.end_time
     assert parent.data.params["best.learning_rate"] == "0.01"
+    assert parent.data.tags[FAILED_TRIALS_TAG] == "0"
 
 
 def test_trials_need_no_tracking_credentials(prepared, small_params, tmp_path, monkeypatch):
@@ -140,3 +153,56 @@ def test_trials_need_no_tracking_credentials(prepared, small_params, tmp_path, m
     assert [m.step for m in histories[by_rate["0.01"].info.run_id]] == [0, 1]
     assert [m.step for m in histories[by_rate["0.0001"].info.run_id]] == [0]
     assert all(DEVICE_TAG not in c.data.tags for c in children), "documented: not backfilled"
+
+
+def test_a_trial_whose_worker_dies_fails_alone_and_params_are_left_unchanged(
+    prepared, small_params, tmp_path
+):
+    """The first trial's worker process is SIGKILLed after its first epoch, with max_failures
+    0. Its run ends FAILED with the reason, the other trial still runs, the best is chosen
+    among the trials that did not fail, and --write-params refuses to change params.yaml."""
+    raw = shrink_params(small_params, train={"max_failures": 0}).model_dump(mode="json", by_alias=True)
+    raw["tune"] = TWO_TRIALS
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / PAUSE_FILE).write_text("0")  # workers pause after epoch 0's report
+    killed: dict = {}
+
+    def kill_the_paused_worker() -> None:
+        deadline = time.monotonic() + 300
+        while not (probe / "paused").exists():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
+        time.sleep(2)  # the epoch's report went out before the pause; let Tune take it
+        (probe / PAUSE_FILE).unlink()  # the next trial trains through
+        killed["pid"] = int((probe / "paused").read_text())
+        os.kill(killed["pid"], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_paused_worker, daemon=True)
+    killer.start()
+    result = _search(raw, prepared, tmp_path, **{PROBE_DIR_ENV: str(probe)})
+    killer.join(timeout=5)
+    assert "pid" in killed, "the test must have killed a worker"
+
+    assert result.returncode == 1, result.stderr[-4000:]
+    assert "1 of 2 trials failed" in result.stderr and "is left unchanged" in result.stderr
+    assert (
+        "trial trial-learning_rate=0.01 failed: TrainingError: distributed training failed" in result.stderr
+    )
+    assert (tmp_path / "params.yaml").read_text() == yaml.safe_dump(raw), "params.yaml untouched"
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    # The 0.01 trial led after epoch 0, so ASHA stopped the other one there; still, the
+    # failed trial is not the best: the best of the others is.
+    assert summary["failed"] == 1 and summary["best_overrides"] == {"learning_rate": 0.0001}
+
+    client, runs = _runs(tmp_path, small_params.tracking.experiment)
+    parent = next(r for r in runs if r.info.run_id == summary["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags[FAILED_TRIALS_TAG] == "1"
+    by_rate = {r.data.params["train.learning_rate"]: r for r in runs if r is not parent}
+    assert len(runs) == 3, "one parent, one child per trial, nothing else"
+    failed = by_rate["0.01"]
+    assert failed.info.status == "FAILED"
+    assert "died" in failed.data.tags[ERROR_TAG], failed.data.tags[ERROR_TAG]
+    assert [m.step for m in client.get_metric_history(failed.info.run_id, "val_loss")] == [0]
+    assert by_rate["0.0001"].info.status == "KILLED" and by_rate["0.0001"].data.tags[STOPPED_TAG] == "true"

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from ray.exceptions import RayTaskError
 
 from fairtrain.errors import ConfigError
-from fairtrain.search import check_space
+from fairtrain.search import best_trial, check_space
 from fairtrain.search_runs import ERROR_TAG, STOPPED_TAG, TRIAL_TAG, TrialRuns, close_trial_runs
 
 
@@ -137,3 +137,19 @@ def test_a_space_value_that_is_not_a_valid_train_value_fails_before_the_search(p
     check_space(
         params.model_copy(update={"tune": params.tune.model_copy(update={"space": {"dropout": [0.1]}})})
     )
+
+
+def test_the_best_trial_is_the_lowest_val_loss_of_any_epoch_and_ties_go_to_the_earlier():
+    def result(name: str, losses: list[float]) -> TrialResult:
+        frame = pd.DataFrame({"epoch": range(len(losses)), "val_loss": losses})
+        return TrialResult({"trial_id": name}, metrics_dataframe=frame)
+
+    early_best = result("a", [0.40, 0.30, 0.35])  # its best epoch, not its last, counts
+    later = result("b", [0.32, 0.31])
+    tie = result("c", [0.50, 0.30])
+    no_loss = TrialResult({"trial_id": "d"}, metrics_dataframe=pd.DataFrame({"epoch": [0]}))
+    nan = result("e", [float("nan")])
+    assert best_trial([later, early_best, tie]) == (early_best, 0.30)
+    assert best_trial([tie, early_best]) == (tie, 0.30)
+    assert best_trial([no_loss, nan, later]) == (later, 0.31)
+    assert best_trial([no_loss, nan, TrialResult({"trial_id": "f"})]) is None
