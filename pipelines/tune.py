@@ -10,8 +10,7 @@ import logging
 from pathlib import Path
 
 from _common import params_of, parser
-from fairtrain.errors import TrainingError
-from fairtrain.search import write_back
+from fairtrain.search import write_back_best
 from fairtrain.stages.runner import run_stage
 from fairtrain.stages.tune_stage import tune_stage
 
@@ -22,14 +21,7 @@ def main(a) -> None:
     summary = tune_stage(params_of(a), a.train, a.val, a.preprocessor, source=str(a.params))
     print(json.dumps(summary, indent=2, default=str))
     if a.write_params:
-        if summary["failed"]:
-            # The failed trial might have been the best one; a rerun decides, not a guess.
-            raise TrainingError(
-                f"{summary['failed']} of {summary['trials']} trials failed (their errors are above and "
-                f"in their MLflow runs), so {a.params} is left unchanged; the best of the others was "
-                f"{summary['best_overrides']}: rerun the search, or set those train keys by hand"
-            )
-        write_back(a.params, summary["best_overrides"])
+        write_back_best(a.params, summary)
         log.info("wrote %s into %s", summary["best_overrides"], a.params)
 
 

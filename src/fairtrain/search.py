@@ -22,12 +22,17 @@ from pydantic import ValidationError
 
 from fairtrain.config import Params, TrainConfig
 from fairtrain.errors import ConfigError, TrainingError
-from fairtrain.search_runs import TRIAL_TAG, StopRecordingASHA, TrialRuns, close_trial_runs, error_text
+from fairtrain.search_runs import (
+    FAILED_TRIALS_TAG,
+    TRIAL_TAG,
+    StopRecordingASHA,
+    TrialRuns,
+    close_trial_runs,
+    error_text,
+)
 from fairtrain.training.trainer import TrainingData, train_distributed
 
 log = logging.getLogger(__name__)
-
-FAILED_TRIALS_TAG = "fairtrain.tune.failed_trials"  # on the parent run: how many trials raised
 
 
 def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -215,6 +220,18 @@ def best_trial(results: list[Any]) -> tuple[Any, float] | None:
         return None
     loss, _, result = min(losses, key=lambda item: item[:2])  # ties: the earlier result
     return result, loss
+
+
+def write_back_best(params_path: Path, summary: dict[str, Any]) -> None:
+    """Write a search's best train keys into params.yaml, unless a trial failed: the failed
+    trial might have been the best one, and a rerun decides that, not a guess."""
+    if summary["failed"]:
+        raise TrainingError(
+            f"{summary['failed']} of {summary['trials']} trials failed (their errors are above and "
+            f"in their MLflow runs), so {params_path} is left unchanged; the best of the others was "
+            f"{summary['best_overrides']}: rerun the search, or set those train keys by hand"
+        )
+    write_back(params_path, summary["best_overrides"])
 
 
 def write_back(params_path: Path, overrides: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 TRIAL_TAG = "fairtrain.tune.trial_id"
 ERROR_TAG = "fairtrain.tune.error"
 STOPPED_TAG = "fairtrain.tune.stopped_early"
+FAILED_TRIALS_TAG = "fairtrain.tune.failed_trials"  # on the parent run: how many trials raised
 
 
 class StopRecordingASHA(ASHAScheduler):

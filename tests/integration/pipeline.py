@@ -4,6 +4,8 @@ then taken through the real evaluate and register stages."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import mlflow
@@ -22,6 +24,22 @@ from fairtrain.stages.evaluate_stage import evaluate_stage
 from fairtrain.stages.register_stage import register_stage
 from fairtrain.stages.train_stage import features_and_target, train_stage
 from tests.helpers import quiet_trainer
+
+
+def wait_for_pause(probe_dir: Path, timeout: float = 180, process: subprocess.Popen | None = None) -> None:
+    """Until a worker under ``callbacks.TestProbe`` wrote ``paused`` into ``probe_dir`` (it
+    sleeps there, after its epoch's checkpoint was reported), or fail: on ``timeout``, or when
+    ``process`` (the stage) ended first."""
+    path = probe_dir / "paused"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the training ended (rc {process.returncode}) before {path.name}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.2)
+    # The checkpoint was reported before the pause; give the controller time to register it.
+    time.sleep(3)
 
 
 def train_with_ray(params, prepared, out: Path) -> dict:

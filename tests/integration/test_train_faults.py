@@ -26,12 +26,11 @@ import yaml
 from fairtrain.stages.train_stage import STORAGE_DIR
 from fairtrain.training.callbacks import PAUSE_FILE, PROBE_DIR_ENV
 from tests.helpers import PROJECT_ROOT, shrink_params
-from tests.integration.pipeline import epoch_history, train_in_own_store, train_with_ray
+from tests.integration.pipeline import epoch_history, train_in_own_store, train_with_ray, wait_for_pause
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 5
-PAUSED_TIMEOUT_S = 180
 
 
 @pytest.fixture(scope="module")
@@ -64,18 +63,6 @@ def _clean(probe_dir: Path) -> None:
 
 def _probes(probe_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(probe_dir.glob("worker-*.json"))]
-
-
-def _wait_for(path: Path, timeout: float = PAUSED_TIMEOUT_S, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the training ended (rc {process.returncode}) before {path.name}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear within {timeout}s")
-        time.sleep(0.2)
-    # The checkpoint was reported before the pause; give the controller time to register it.
-    time.sleep(3)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +116,7 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(
     killed: dict = {}
 
     def kill_a_worker() -> None:
-        _wait_for(probe_dir / "paused")
+        wait_for_pause(probe_dir)
         pid = int((probe_dir / "paused").read_text())
         killed["rank"] = next(p["rank"] for p in _probes(probe_dir) if p["pid"] == pid)
         os.kill(pid, signal.SIGKILL)
@@ -202,7 +189,7 @@ def test_a_killed_stage_reruns_into_the_same_run_and_continues_from_its_checkpoi
     (probe_dir / PAUSE_FILE).write_text("0")
     stage = _stage(params_file, prepared, tmp_path, probe_dir, uri)
     try:
-        _wait_for(probe_dir / "paused", process=stage)
+        wait_for_pause(probe_dir, process=stage)
         stage.send_signal(signal.SIGTERM)
         assert stage.wait(timeout=120) == 130
     finally:
@@ -218,7 +205,7 @@ def test_a_killed_stage_reruns_into_the_same_run_and_continues_from_its_checkpoi
     (probe_dir / PAUSE_FILE).write_text("2")
     stage = _stage(params_file, prepared, tmp_path, probe_dir, uri)
     try:
-        _wait_for(probe_dir / "paused", process=stage)
+        wait_for_pause(probe_dir, process=stage)
     finally:
         os.killpg(stage.pid, signal.SIGKILL)
         stage.wait(timeout=60)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import mlflow
@@ -18,11 +17,13 @@ import ray
 import yaml
 
 from fairtrain.config import load_params
-from fairtrain.search import FAILED_TRIALS_TAG, grid, write_back
-from fairtrain.search_runs import ERROR_TAG, STOPPED_TAG
+from fairtrain.search import grid, write_back
+from fairtrain.search_runs import ERROR_TAG, FAILED_TRIALS_TAG, STOPPED_TAG
 from fairtrain.stages.tune_stage import tune_stage
 from fairtrain.training.callbacks import DEVICE_TAG, PAUSE_FILE, PROBE_DIR_ENV, WORLD_SIZE_TAG
+from fairtrain.training.trainer import STORAGE_ENV
 from tests.helpers import PROJECT_ROOT, shrink_params
+from tests.integration.pipeline import wait_for_pause
 from tests.integration.servers import driver_only_credentials
 
 pytestmark = pytest.mark.slow
@@ -62,7 +63,7 @@ def _search(params: dict, prepared: dict, folder: Path, **env: str) -> subproces
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", **env}
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT / "src"), str(PROJECT_ROOT)])
     env.pop("RAY_ADDRESS", None)
-    env.pop("FAIRTRAIN_RAY_STORAGE", None)
+    env.pop(STORAGE_ENV, None)
     return subprocess.run(
         [
             sys.executable, str(PROJECT_ROOT / "pipelines/tune.py"), "--params", str(params_file),
@@ -169,12 +170,7 @@ def test_a_trial_whose_worker_dies_fails_alone_and_params_are_left_unchanged(
     killed: dict = {}
 
     def kill_the_paused_worker() -> None:
-        deadline = time.monotonic() + 300
-        while not (probe / "paused").exists():
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.2)
-        time.sleep(2)  # the epoch's report went out before the pause; let Tune take it
+        wait_for_pause(probe)
         (probe / PAUSE_FILE).unlink()  # the next trial trains through
         killed["pid"] = int((probe / "paused").read_text())
         os.kill(killed["pid"], signal.SIGKILL)
