@@ -35,9 +35,10 @@ def append_batch(dataset_path: str | Path, batch_path: str | Path, schema: Datas
     merged = pd.concat([current, batch], ignore_index=True)
     with atomic_path(dataset_path) as tmp:
         if name.endswith(".csv.gz"):
-            # mtime=0: the same rows give the same bytes, so DVC sees no change on a rerun.
-            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped:
-                zipped.write(merged.to_csv(index=False).encode("utf-8"))
+            # No time and no (temporary) file name in the header: the same rows give the same bytes,
+            # so DVC sees no change on a rerun.
+            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+                gz.write(merged.to_csv(index=False).encode("utf-8"))
         elif name.endswith(".csv"):
             merged.to_csv(tmp, index=False)
         elif name.endswith((".parquet", ".pq")):
