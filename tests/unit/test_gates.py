@@ -182,3 +182,30 @@ def test_non_regression_checks_join_the_gates():
     assert result["failed"] == ["champion_non_regression.roc_auc.sex=F"]
     assert result["champion_non_regression"] == compared
     assert _check(result, "champion_non_regression.roc_auc.sex=M")["champion_interval"] == [0.8, 0.9]
+
+
+def test_a_lower_is_better_group_gate_records_the_upper_bound_it_was_held_to():
+    """For log loss the challenger fails above the champion interval's upper end, so that end
+    is the threshold gates.json and the model card show (not the lower end)."""
+    overall, fairness = {"roc_auc": 0.95, "ece": 0.01}, {"sex": _audit(0.1, 0.1)}
+    compared = {
+        "status": "compared",
+        "metric": "log_loss",
+        "groups": [
+            {
+                "feature": "sex",
+                "group": "F",
+                "rows": 300,
+                "challenger": 0.36,
+                "champion": 0.30,
+                "champion_lower": 0.28,
+                "champion_upper": 0.33,
+                "passed": False,
+                "reason": "worse",
+            }
+        ],
+    }
+    result = evaluate_gates(overall, fairness, GATES, compared)
+    check = _check(result, "champion_non_regression.log_loss.sex=F")
+    assert check["threshold"] == 0.33
+    assert check["champion_interval"] == [0.28, 0.33]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fairtrain.config import GatesConfig
+from fairtrain.config import GROUP_GATE_METRICS, GatesConfig
 
 FAIRNESS_GATES = ("demographic_parity_difference", "equalized_odds_difference")
 
@@ -60,11 +60,14 @@ def _non_regression_checks(result: dict) -> list[dict]:
         return [
             {"name": name, "value": None, "threshold": "n/a", "passed": False, "reason": result["reason"]}
         ]
+    # The bound the challenger was held to: the interval's lower end for a higher-is-better
+    # metric, its upper end for log loss and Brier (the same side champion.py compares with).
+    bound = "champion_lower" if GROUP_GATE_METRICS[result["metric"]] else "champion_upper"
     return [
         {
             "name": f"{name}.{g['feature']}={g['group']}",
             "value": g["challenger"],
-            "threshold": g["champion_lower"] if g["champion_lower"] is not None else g["champion"],
+            "threshold": g[bound] if g[bound] is not None else g["champion"],
             "champion": g["champion"],
             "champion_interval": [g["champion_lower"], g["champion_upper"]],
             "passed": g["passed"],
