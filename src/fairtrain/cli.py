@@ -173,12 +173,14 @@ def cmd_promote(args: argparse.Namespace, client: MlflowClient) -> None:
         _emit(args, result, f"{name}: champion is now v{champion} (rolled back from v{demoted})")
         return
     target = _resolve(client, name, args.version)
-    if target.tags.get("gate_decision") != "passed" and not args.force:
+    gates_passed = target.tags.get("gate_decision") == "passed"
+    if not gates_passed and not args.force:
         summary = target.tags.get("gate_summary", "no gate record")
         raise TrackingError(
             f"{name} v{target.version} did not pass its gates ({summary}); use --force to promote it anyway"
         )
-    reason = "manual promotion" + (" (forced past failed gates)" if args.force else "")
+    # The reason says "forced" only when --force overrode something: a reviewer reads it.
+    reason = "manual promotion" + ("" if gates_passed else " (forced past failed gates)")
     replaced = promotion.make_champion(client, name, str(target.version), reason)
     result = {"champion": str(target.version), "previous_champion": replaced, "action": "promote"}
     _emit(
@@ -203,12 +205,12 @@ def cmd_predict(args: argparse.Namespace, client: MlflowClient) -> None:
     except MlflowException as error:
         raise TrackingError(f"{uri}: {error.message}") from None
     scored = pd.concat([rows.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
-    if args.json:
-        print(predictions.to_json(orient="records"))
-    elif args.output:
+    if args.output:  # the file is written whether or not --json also prints the predictions
         scored.to_csv(args.output, index=False)
         print(f"{len(scored)} rows scored by {uri} → {args.output}", file=sys.stderr)
-    else:
+    if args.json:
+        print(predictions.to_json(orient="records"))
+    elif not args.output:
         scored.to_csv(sys.stdout, index=False)
 
 
@@ -272,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", parents=[common], help="score a CSV of raw rows")
     predict.add_argument("input", type=Path, help="CSV with the model's raw input columns")
     predict.add_argument("--model", help="model URI (default: models:/<name>@champion)")
-    predict.add_argument("--output", type=Path, help="write rows + predictions here (default: stdout)")
+    predict.add_argument(
+        "--output", type=Path, help="write rows + predictions as CSV (default: stdout); --json prints too"
+    )
     predict.set_defaults(run=cmd_predict)
     drift = commands.add_parser(
         "drift", parents=[common], help="check a new batch for drift; exit 3 when retraining is advised"

@@ -28,6 +28,12 @@ def fairtrain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def _version_tag(name: str, version: str, key: str) -> str | None:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient().get_model_version(name, version).tags.get(key)
+
+
 @pytest.fixture
 def registry(lenient, prepared, mlflow_store, tmp_path):
     """v1 trained (gates pass → champion), v2 untrained (challenger, gates fail)."""
@@ -67,6 +73,7 @@ def test_promote_refuses_failed_gates_then_force_and_rollback(registry):
     forced = fairtrain("promote", "2", "--force", "--json", cwd=registry)
     assert forced.returncode == 0, forced.stderr
     assert json.loads(forced.stdout) == {"champion": "2", "previous_champion": "1", "action": "promote"}
+    assert _version_tag("fairtrain-adult", "2", "promotion") == "manual promotion (forced past failed gates)"
 
     back = fairtrain("promote", "--rollback", "--json", cwd=registry)
     assert json.loads(back.stdout) == {"champion": "1", "previous_champion": "2", "action": "rollback"}
@@ -86,6 +93,13 @@ def test_predict_scores_a_raw_csv_and_errors_are_clear(registry, adult_raw):
     assert len(scored) == 25
     assert list(scored.columns[-2:]) == ["probability", "label"]
     assert scored["probability"].between(0, 1).all()
+    # --json prints the predictions and still writes the file --output names.
+    both = fairtrain("predict", "rows.csv", "--json", "--output", "both.csv", cwd=registry)
+    assert both.returncode == 0, both.stderr
+    printed = pd.DataFrame(json.loads(both.stdout))
+    written = pd.read_csv(registry / "both.csv")
+    assert len(printed) == len(written) == 25
+    assert written["probability"].to_numpy() == pytest.approx(printed["probability"].to_numpy())
 
     rows.drop(columns=["age"]).to_csv(registry / "bad.csv", index=False)
     bad = fairtrain("predict", "bad.csv", cwd=registry)
