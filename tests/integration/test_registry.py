@@ -41,6 +41,9 @@ def test_register_promotes_logs_lineage_and_serves_raw_rows(
         assert tag in version.tags, tag
     assert version.tags["mlflow_run_id"] == first["ref"].run_id == version.run_id
     assert version.tags["gate_decision"] == "passed"
+    from fairtrain.lightning import pl
+
+    assert version.tags["lightning_package"] == pl.__name__  # the package training used
 
     # The run holds the test and fairness metrics next to the model.
     metrics = client.get_run(first["ref"].run_id).data.metrics

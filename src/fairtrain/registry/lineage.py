@@ -10,7 +10,20 @@ from pathlib import Path
 from fairtrain.config import Params
 from fairtrain.io import file_sha256, json_sha256
 
-TRACKED_PACKAGES = ("torch", "pytorch-lightning", "ray", "mlflow", "dvc", "fairlearn", "captum")
+# Both Lightning distributions: where the unified ``lightning`` package is installed, training
+# uses its ``lightning.pytorch`` (see fairtrain.lightning), so its version is the one that matters.
+TRACKED_PACKAGES = ("torch", "pytorch-lightning", "lightning", "ray", "mlflow", "dvc", "fairlearn", "captum")
+
+
+def lightning_package() -> str:
+    """The Lightning package training uses, told from what is installed (importing it here
+    would cost seconds): ``lightning.pytorch`` when the unified package is there, as Ray Train
+    and fairtrain.lightning pick it, else ``pytorch_lightning``."""
+    try:
+        metadata.version("lightning")
+    except metadata.PackageNotFoundError:
+        return "pytorch_lightning"
+    return "lightning.pytorch"
 
 
 def _git(*args: str, cwd: Path) -> str | None:
@@ -45,6 +58,7 @@ def lineage_tags(params: Params, data_path: Path, run_id: str, project_root: Pat
         "mlflow_run_id": run_id,
         "ray_num_workers": str(params.train.num_workers),
         "python": platform.python_version(),
+        "lightning_package": lightning_package(),
     }
     dvc_lock = project_root / "dvc.lock"
     if dvc_lock.exists():
