@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -292,7 +292,7 @@ class TrainConfig(_Section):
     gradient_clip_val: float = Field(0.0, ge=0)  # max gradient norm; 0 turns clipping off
     dropout: float = Field(0.1, ge=0, lt=1)
     batch_norm: bool = False
-    hidden_sizes: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
+    hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 64], min_length=1)
     # Categoricals with more than two values go through a learned embedding whose width
     # follows their cardinality (min(embedding_max_dim, round(1.6 * n**0.56))).
     embeddings: bool = False
@@ -410,6 +410,13 @@ class EvaluateConfig(_Section):
     def _target_rules_need_a_target(self) -> EvaluateConfig:
         if self.threshold_rule.startswith("target_") and self.threshold_target is None:
             raise ValueError(f"threshold_rule {self.threshold_rule!r} needs threshold_target")
+        if not self.threshold_rule.startswith("target_") and self.threshold_target is not None:
+            # Refused rather than ignored: a target the rule does not use is a misread setting.
+            raise ValueError(
+                f"threshold_target {self.threshold_target} is only used by the target_precision and "
+                f"target_recall rules, not by threshold_rule {self.threshold_rule!r}: "
+                "remove it or change the rule"
+            )
         return self
 
 

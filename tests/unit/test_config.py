@@ -194,3 +194,27 @@ def test_non_regression_metric_is_checked(raw_params):
     raw_params.setdefault("evaluate", {})["gates"] = {"champion_non_regression": {"metric": "ece"}}
     with pytest.raises(ConfigError, match=r"evaluate.gates.champion_non_regression.metric"):
         params_from_dict(raw_params)
+
+
+def test_a_hidden_layer_needs_at_least_one_unit(raw_params):
+    # A negative width used to fail only inside the Ray workers, after the MLflow run opened;
+    # a zero width trained a bias-only model without a word.
+    for width in (-3, 0):
+        raw_params["train"]["hidden_sizes"] = [64, width]
+        with pytest.raises(
+            ConfigError, match=rf"train\.hidden_sizes\.1: .*greater than or equal to 1 \(got {width}\)"
+        ):
+            params_from_dict(raw_params)
+
+
+def test_a_threshold_target_the_rule_does_not_use_is_refused(raw_params):
+    # max_f1 failed after the whole test split was scored; fixed ignored the target silently.
+    raw_params["evaluate"]["threshold_target"] = 0.8
+    for rule in ("fixed", "max_f1"):
+        raw_params["evaluate"]["threshold_rule"] = rule
+        with pytest.raises(
+            ConfigError, match=rf"threshold_target 0.8 is only used by .* not by threshold_rule '{rule}'"
+        ):
+            params_from_dict(raw_params)
+    raw_params["evaluate"]["threshold_rule"] = "target_recall"
+    assert params_from_dict(raw_params).evaluate.threshold_target == 0.8
