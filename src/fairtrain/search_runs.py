@@ -25,6 +25,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from fairtrain import tracking
+from fairtrain.errors import TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -143,24 +144,35 @@ def close_trial_runs(
     KILLED when the search ended before the trial did. ``results`` are Tune's, one per trial
     (metrics with ``trial_id``, ``error``, ``metrics_dataframe``)."""
     by_trial = {(r.metrics or {}).get("trial_id"): r for r in results}
+    problems = []
     for trial_id, run in runs.items():
-        result = by_trial.get(trial_id)
+        try:  # one run the store refuses must not leave the runs after it RUNNING
+            _close_trial_run(client, run, by_trial.get(trial_id), trial_id in stopped)
+        except Exception as error:
+            problems.append(f"trial {trial_id} (run {run.run_id}): {error}")
+    if problems:
+        raise TrackingError("could not close every trial's MLflow run: " + "; ".join(problems))
+
+
+def _close_trial_run(client: MlflowClient, run: TrialRun, result: Any, stopped: bool) -> None:
+    error = getattr(result, "error", None)
+    if error is not None or run.outcome == "errored":
+        status = "FAILED"
+    elif stopped or run.outcome != "completed":
+        status = "KILLED"
+    else:
+        status = "FINISHED"
+    try:
         frame = getattr(result, "metrics_dataframe", None)
         if frame is not None and "val_loss" in frame and len(frame):
             client.log_metric(run.run_id, "best_val_loss", float(frame["val_loss"].min()))
             if "epoch" in frame:
                 tracking.log_missing_epochs(client, run.run_id, epoch_rows(frame))
-        error = getattr(result, "error", None)
-        if error is not None or run.outcome == "errored":
-            status = "FAILED"
+        if status == "FAILED":
             client.set_tag(run.run_id, ERROR_TAG, error_text(error) if error is not None else "unknown error")
-        elif trial_id in stopped:
-            status = "KILLED"
+        elif stopped:
             client.set_tag(run.run_id, STOPPED_TAG, "true")
-        elif run.outcome == "completed":
-            status = "FINISHED"
-        else:
-            status = "KILLED"
+    finally:  # the status even when the details could not be logged
         client.set_terminated(run.run_id, status, end_time=run.ended_ms or _now_ms())
 
 

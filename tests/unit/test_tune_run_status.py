@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from ray.exceptions import RayTaskError
 
-from fairtrain.errors import ConfigError
+from fairtrain.errors import ConfigError, TrackingError
 from fairtrain.search import best_trial, check_space
 from fairtrain.search_runs import ERROR_TAG, STOPPED_TAG, TRIAL_TAG, TrialRuns, close_trial_runs
 
@@ -94,6 +94,20 @@ def test_each_child_gets_the_status_tune_gave_its_trial(search):
     assert run("interrupted").info.status == "KILLED", "the search ended before the trial did"
     assert STOPPED_TAG not in run("interrupted").data.tags | run("crashed").data.tags
     assert run("finished").info.end_time == runs.runs["finished"].ended_ms, "when Tune completed it"
+
+
+def test_a_run_the_store_refuses_does_not_leave_the_others_running(search):
+    client, runs, _ = search
+    ids = {t: start(runs, t) for t in ("gone", "fine")}
+    for trial_id in ids:
+        runs.on_trial_complete(0, [], Trial(trial_id))
+    client.delete_run(ids["gone"])  # deleted in the UI mid-search: the store refuses to update it
+    frame = pd.DataFrame({"epoch": [0], "val_loss": [0.5]})
+    results = [TrialResult({"trial_id": t}, metrics_dataframe=frame) for t in ids]
+
+    with pytest.raises(TrackingError, match=f"trial gone \\(run {ids['gone']}\\)"):
+        close_trial_runs(client, runs.runs, results, stopped=set())
+    assert client.get_run(ids["fine"]).info.status == "FINISHED"
 
 
 def test_the_driver_logs_the_epochs_it_missed_after_the_search(search):
