@@ -128,24 +128,24 @@ def train_distributed(
     }
     storage = configured_storage() or storage
     scratch = None if storage else tempfile.mkdtemp(prefix="fairtrain-ray-")
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=config,
-        scaling_config=scaling_config(params),
-        torch_config=TorchConfig(backend="nccl" if params.use_gpu else "gloo"),
-        run_config=RunConfig(
-            name=name or f"fairtrain-{run_id or 'adhoc'}",
-            storage_path=str(storage or scratch),
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=params.checkpoints_to_keep,
-                checkpoint_score_attribute="val_loss",
-                checkpoint_score_order="min",
+    try:  # the scratch folder goes, whatever fails (the trainer's own set-up too)
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config=config,
+            scaling_config=scaling_config(params),
+            torch_config=TorchConfig(backend="nccl" if params.use_gpu else "gloo"),
+            run_config=RunConfig(
+                name=name or f"fairtrain-{run_id or 'adhoc'}",
+                storage_path=str(storage or scratch),
+                checkpoint_config=CheckpointConfig(
+                    num_to_keep=params.checkpoints_to_keep,
+                    checkpoint_score_attribute="val_loss",
+                    checkpoint_score_order="min",
+                ),
+                failure_config=FailureConfig(max_failures=params.max_failures),
+                callbacks=callbacks,
             ),
-            failure_config=FailureConfig(max_failures=params.max_failures),
-            callbacks=callbacks,
-        ),
-    )
-    try:
+        )
         with _env_default(HEALTH_CHECK_INTERVAL_ENV, HEALTH_CHECK_INTERVAL_S):
             result = trainer.fit()
         best = result.get_best_checkpoint(metric="val_loss", mode="min")
