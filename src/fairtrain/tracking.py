@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 from filelock import FileLock
 from mlflow.entities import Metric
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -182,3 +183,22 @@ def log_missing_epochs(client: MlflowClient, run_id: str, history: Iterable[Mapp
             ],
         )
     return len(missing)
+
+
+# What MLflow answers, from a SQL store or through a server, when the registered model does not
+# exist (RESOURCE_DOES_NOT_EXIST) or has no such alias (INVALID_PARAMETER_VALUE).
+_ABSENT_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
+def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version ``alias`` of model ``name`` points at; None when the model or the alias does
+    not exist. Any other failure (a server that is down, a refused request) raises: read as
+    "no champion", it would promote without comparing or let the non-regression gate pass."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if error.error_code in _ABSENT_CODES:
+            return None
+        raise TrackingError(
+            f"cannot read alias {alias!r} of registered model {name!r}: {error.message.splitlines()[0][:300]}"
+        ) from error

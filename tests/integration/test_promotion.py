@@ -99,3 +99,28 @@ def test_a_run_missing_from_the_store_is_a_clear_error(mlflow_store):
         tracking.resume_run(ref, "report"),
     ):
         pass
+
+
+def test_a_champion_whose_metric_is_undefined_does_not_block_promotion(mlflow_store):
+    # Evaluate logs an undefined metric as NaN; every comparison with NaN is false, which
+    # refused every challenger for good.
+    client = MlflowClient()
+    v1 = _version(client, roc_auc=float("nan"))
+    promotion.make_champion(client, NAME, v1, "test")
+    v2 = _version(client, roc_auc=0.9)
+    decision = _decide(client, v2, "roc_auc", 0.9, margin=0.01)
+    assert decision.promote and f"champion v{v1} has no test_roc_auc" in decision.reason
+
+
+def test_no_champion_means_no_model_or_no_alias_and_a_registry_that_fails_is_an_error(
+    mlflow_store, monkeypatch
+):
+    client = MlflowClient()
+    assert tracking.version_by_alias(client, NAME, promotion.CHAMPION) is None  # no such model
+    _version(client, roc_auc=0.9)
+    assert tracking.version_by_alias(client, NAME, promotion.CHAMPION) is None  # no such alias
+    # A registry that cannot answer (here: nothing listens on the port) is not "no champion":
+    # that would promote without comparing and let the non-regression gate pass.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(TrackingError, match="cannot read alias 'champion'"):
+        tracking.version_by_alias(MlflowClient("http://127.0.0.1:9"), NAME, promotion.CHAMPION)

@@ -27,12 +27,12 @@ from contextlib import contextmanager
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fairtrain.config import GROUP_GATE_METRICS, DatasetConfig, NonRegressionConfig
 from fairtrain.evaluation.bootstrap import _bootstrap, _group_seed, default_metric_fns
 from fairtrain.evaluation.metrics import finite
+from fairtrain.tracking import version_by_alias
 
 log = logging.getLogger(__name__)
 CHAMPION_ALIAS = "champion"  # = registry.promotion.CHAMPION (not imported: registry imports evaluation)
@@ -66,10 +66,8 @@ def score_champion(model_name: str, frame: pd.DataFrame, schema: DatasetConfig) 
 
     Assumes MLflow already points at the store (``tracking.configure_client``).
     """
-    client = MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
-    except MlflowException:
+    version = version_by_alias(MlflowClient(), model_name, CHAMPION_ALIAS)
+    if version is None:
         return None
     try:
         with _restored_sys_path():

@@ -12,26 +12,20 @@ who was promoted or demoted, when and why.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fairtrain.config import PRIMARY_METRICS
 from fairtrain.errors import TrackingError
+from fairtrain.tracking import version_by_alias
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
-
-
-def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
 
 
 def _number(version: ModelVersion | str | int | None) -> str | None:
@@ -76,7 +70,7 @@ def decide_promotion(
     if champion is None:
         return PromotionDecision(True, "promoted: gates passed and there was no champion", previous)
     best = client.get_run(champion.run_id).data.metrics.get(f"test_{metric}")
-    if best is None:
+    if best is None or math.isnan(best):  # evaluate logs an undefined metric as NaN
         return PromotionDecision(True, f"promoted: champion v{previous} has no test_{metric}", previous)
     higher_is_better = PRIMARY_METRICS[metric]
     gain = value - best if higher_is_better else best - value
