@@ -18,12 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import mlflow
 import psutil
 import pytest
 import yaml
 
-from fairtrain.training.callbacks import PROBE_DIR_ENV
+from fairtrain.training.callbacks import PAUSE_FILE, PROBE_DIR_ENV
 from tests.helpers import PROJECT_ROOT
+from tests.integration.pipeline import wait_for_pause
 
 pytestmark = pytest.mark.slow
 
@@ -133,19 +135,34 @@ def test_training_joins_a_two_node_cluster_and_places_one_worker_per_node(
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "src"), str(PROJECT_ROOT)]),
     }
-    result = subprocess.run(
-        [
-            sys.executable, str(PROJECT_ROOT / "pipelines/train.py"), "--params", str(params_file),
-            "--train", str(prepared["train"]), "--val", str(prepared["val"]),
-            "--preprocessor", str(prepared["preprocessor"]), "--model-dir", str(tmp_path / "models"),
-            "--run-ref", str(tmp_path / "models/mlflow_run.json"),
-            "--metrics", str(tmp_path / "metrics/train.json"), "--history", str(tmp_path / "plots/h.json"),
-        ],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    command = [
+        sys.executable, str(PROJECT_ROOT / "pipelines/train.py"), "--params", str(params_file),
+        "--train", str(prepared["train"]), "--val", str(prepared["val"]),
+        "--preprocessor", str(prepared["preprocessor"]), "--model-dir", str(tmp_path / "models"),
+        "--run-ref", str(tmp_path / "models/mlflow_run.json"),
+        "--metrics", str(tmp_path / "metrics/train.json"), "--history", str(tmp_path / "plots/h.json"),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "joining Ray cluster" in result.stderr
     probes = [json.loads(p.read_text()) for p in probe.glob("worker-*.json")]
     assert sorted(p["rank"] for p in probes) == [0, 1]
     assert len({p["node_id"] for p in probes}) == 2, "the two workers ran on two different nodes"
     assert json.loads((tmp_path / "metrics/train.json").read_text())["epochs_run"] == 2
+
+    # Stopped with SIGTERM (what `dvc repro` sends on Ctrl-C) while training on the cluster, the
+    # stage ends its run KILLED, as with a local instance: joining a cluster must not leave
+    # Ray's own SIGTERM handler (sys.exit, which would mark the run FAILED) in place.
+    (probe / PAUSE_FILE).write_text("0")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    stage = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True, **quiet)
+    try:
+        wait_for_pause(probe, process=stage)
+        stage.send_signal(signal.SIGTERM)
+        assert stage.wait(timeout=120) == 130
+    finally:
+        if stage.poll() is None:
+            os.killpg(stage.pid, signal.SIGKILL)
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("fairtrain").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -48,6 +49,20 @@ def unreachable_reason(address: str) -> str | None:
 
 
 @contextmanager
+def _stage_sigterm_handler_kept() -> Iterator[None]:
+    """``ray.init`` replaces the SIGTERM handler with ``sys.exit``, whether it starts a local
+    instance or joins a cluster. Put back the stage's own (it turns SIGTERM into an interrupt,
+    so the MLflow run ends KILLED, not FAILED, and this module shuts Ray down)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if main_thread and handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
+@contextmanager
 def ray_session() -> Iterator[None]:
     """Connect for the duration of the block and disconnect after.
 
@@ -60,31 +75,28 @@ def ray_session() -> Iterator[None]:
         yield
         return
     address = os.environ.get("RAY_ADDRESS")
-    if address:
-        log.info("joining Ray cluster at %s", address)
-        try:
-            reason = unreachable_reason(address)
-            if reason:
-                raise ConnectionError(reason)
-            ray.init(address=address, logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise TrainingError(
-                f"cannot join the Ray cluster at RAY_ADDRESS={address}: {str(error).splitlines()[0]}\n"
-                "Check that the cluster is up (`ray status` on its head) and that this is its GCS "
-                "address (host:port, by default port 6379). "
-                "Clusters started with `ray start` use token authentication: set RAY_AUTH_MODE=token "
-                "and provide the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token. "
-                "Unset RAY_ADDRESS to train on a local Ray instance instead."
-            ) from error
-    else:
-        log.info("starting a local Ray instance")
-        stop_handler = signal.getsignal(signal.SIGTERM)
-        # The dashboard (loopback only) also serves the state API that Ray Train uses to
-        # clean up after its controller; without it Ray logs a warning every few seconds.
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", logging_level=logging.WARNING)
-        # ray.init replaces the SIGTERM handler; put back the stage's own (it ends the MLflow
-        # run and, through this context manager, shuts Ray down).
-        signal.signal(signal.SIGTERM, stop_handler)
+    with _stage_sigterm_handler_kept():
+        if address:
+            log.info("joining Ray cluster at %s", address)
+            try:
+                reason = unreachable_reason(address)
+                if reason:
+                    raise ConnectionError(reason)
+                ray.init(address=address, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                raise TrainingError(
+                    f"cannot join the Ray cluster at RAY_ADDRESS={address}: {str(error).splitlines()[0]}\n"
+                    "Check that the cluster is up (`ray status` on its head) and that this is its GCS "
+                    "address (host:port, by default port 6379). "
+                    "Clusters started with `ray start` use token authentication: set RAY_AUTH_MODE=token "
+                    "and provide the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token. "
+                    "Unset RAY_ADDRESS to train on a local Ray instance instead."
+                ) from error
+        else:
+            log.info("starting a local Ray instance")
+            # The dashboard (loopback only) also serves the state API that Ray Train uses to
+            # clean up after its controller; without it Ray logs a warning every few seconds.
+            ray.init(include_dashboard=True, dashboard_host="127.0.0.1", logging_level=logging.WARNING)
     try:
         yield
     finally:
