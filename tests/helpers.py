@@ -34,12 +34,7 @@ def quiet_trainer(max_epochs: int = 3, accelerator: str = "cpu", **options):
     """A Lightning trainer (CPU unless told) with no logger, checkpoints or progress output."""
     from fairtrain.lightning import pl
 
+    defaults = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
     return pl.Trainer(
-        max_epochs=max_epochs,
-        accelerator=accelerator,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **options,
+        max_epochs=max_epochs, accelerator=accelerator, enable_model_summary=False, **(defaults | options)
     )

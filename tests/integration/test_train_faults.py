@@ -50,10 +50,11 @@ def local_ray(probe_dir):
 
 @pytest.fixture(scope="module")
 def fault_params(small_params):
-    # No early stopping, so every run trains exactly EPOCHS epochs.
-    return shrink_params(
-        small_params, train={"max_epochs": EPOCHS, "num_workers": 2, "early_stopping_patience": 50}
-    )
+    # No early stopping, so every run trains exactly EPOCHS epochs. A per-epoch cosine
+    # schedule: a resumed run matches the uninterrupted one only if each checkpoint was taken
+    # after the schedule stepped for its epoch.
+    train = {"max_epochs": EPOCHS, "num_workers": 2, "early_stopping_patience": 50, "lr_schedule": "cosine"}
+    return shrink_params(small_params, train=train)
 
 
 def _clean(probe_dir: Path) -> None:

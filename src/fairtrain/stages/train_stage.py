@@ -46,14 +46,33 @@ STORAGE_DIR = ".ray-runs"  # under the model directory, unless $FAIRTRAIN_RAY_ST
 SYSTEM_METRICS_INTERVAL_S = 5
 
 
-def training_key(params: Params, *inputs: Path) -> str:
-    """A hash of everything that determines the training: its params and its input files."""
+# The code a checkpoint's meaning depends on (the model, the training loop and its callbacks),
+# relative to the fairtrain package; dvc.yaml reruns the train stage when it changes.
+TRAINING_CODE = ("models", "training", "lightning.py")
+
+
+def training_code_digest(package_root: Path | None = None) -> str:
+    """A hash of the training code's source files, so that a checkpoint left by a killed run
+    is not resumed by changed code (a fixed bug, a changed architecture that would not load)."""
+    root = package_root or Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for entry in TRAINING_CODE:
+        files = sorted((root / entry).rglob("*.py")) if (root / entry).is_dir() else [root / entry]
+        for path in files:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def training_key(params: Params, *inputs: Path, code: str | None = None) -> str:
+    """A hash of everything that determines the training: its params, its input files and the
+    training code (``code``: ``training_code_digest()`` unless given)."""
     digest = hashlib.sha256()
     shaping = {
         "train": params.train.model_dump(mode="json"),
         "label": params.dataset.label,
         "positive_class": params.dataset.positive_class,
         "experiment": params.tracking.experiment,
+        "code": code if code is not None else training_code_digest(),
     }
     digest.update(json.dumps(shaping, sort_keys=True).encode())
     for path in inputs:
@@ -96,19 +115,25 @@ def recorded_run_id(record: Path) -> str | None:
         return None
 
 
-def resumable_run_id(run_id: str | None) -> str | None:
+def resumable_run_id(run_id: str | None, experiment_id: str) -> str | None:
     """``run_id`` (from the key's resume record) when that run can be continued: it exists
-    in the current store and did not finish."""
+    in the current store, in the stage's experiment, is not deleted and did not finish. A run
+    deleted in the MLflow UI (or one of a deleted and recreated experiment) cannot be
+    reopened, so the training starts a new run instead of failing on every rerun."""
     if run_id is None:
         return None
     try:
-        status = MlflowClient().get_run(run_id).info.status
+        info = MlflowClient().get_run(run_id).info
     except MlflowException as error:
         log.warning("ignoring the recorded run %s: %s", run_id, error)
         return None
-    if status == "FINISHED":
+    if info.lifecycle_stage != "active" or info.experiment_id != experiment_id:
+        where = "deleted" if info.lifecycle_stage != "active" else f"in experiment {info.experiment_id}"
+        log.warning("not resuming the recorded run %s: it is %s; starting a new run", run_id, where)
         return None
-    log.info("resuming MLflow run %s (left %s) and its checkpoints", run_id, status)
+    if info.status == "FINISHED":
+        return None
+    log.info("resuming MLflow run %s (left %s) and its checkpoints", run_id, info.status)
     return run_id
 
 
@@ -220,7 +245,7 @@ def train_stage(
     # One training per key at a time in this model directory (see training/driver_guard.py).
     with exclusive_training(record.with_suffix(".lock")):
         previous_id = recorded_run_id(record)
-        resume_id = resumable_run_id(previous_id)
+        resume_id = resumable_run_id(previous_id, experiment_id)
         close_abandoned_runs(experiment_id, key, keep=resume_id)
         if resume_id is None and previous_id:
             # Checkpoints of a recorded run that finished or is gone.

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 import torch
+from ray.train.lightning import RayTrainReportCallback
 from torch import distributed
 
 from fairtrain.lightning import pl
@@ -160,6 +161,46 @@ class EpochReporter(pl.Callback):
                 self._logging = False
 
 
+class AfterEpochEndHooks(pl.callbacks.Checkpoint):
+    """Base for the callback that saves the epoch's checkpoint: being a Lightning ``Checkpoint``
+    makes Lightning run its ``on_train_epoch_end`` after the module's (where the cosine and
+    plateau schedules step) and after ``EarlyStopping``'s check, as it does for its own
+    ``ModelCheckpoint``. A plain callback's hook runs before both, so its checkpoint held the
+    schedule and the early-stopping state of the epoch before, and a run resumed from it
+    lagged one schedule step behind the uninterrupted run and never saw that epoch's loss.
+
+    It also keeps early stopping's decision: Lightning does not checkpoint ``should_stop``, so
+    a training resumed from the checkpoint of the epoch that stopped it would train on.
+    Subclasses save in ``on_train_epoch_end`` after calling this class's.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stopping = False  # early stopping's decision at the epoch being saved
+        self._resume_stopped = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"should_stop": self._stopping}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_stopped = bool(state_dict.get("should_stop", False))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Trainer.fit clears should_stop before restoring; set it again so the fit loop ends
+        # before another epoch, as the uninterrupted run did.
+        if self._resume_stopped:
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stopping = bool(trainer.should_stop)
+        super().on_train_epoch_end(trainer, pl_module)
+
+
+class EpochCheckpoint(AfterEpochEndHooks, RayTrainReportCallback):
+    """Ray Train's Lightning report callback (the epoch's checkpoint and metrics, every epoch),
+    run after every other epoch-end hook (see ``AfterEpochEndHooks``)."""
+
+
 class RngState(pl.Callback):
     """Puts torch's random state (dropout masks; the shard order is a function of seed and
     epoch) into every checkpoint and restores it when a resumed run starts its next epoch,
@@ -192,12 +233,15 @@ class RngState(pl.Callback):
         self._pending = None
 
 
-class TestProbe(pl.Callback):
+class TestProbe(pl.callbacks.Checkpoint):
     """Test-only: each worker writes ``worker-<pid>.json`` (rank, node, pid, the epoch it
     started at, its first epoch's training rows, a fingerprint of its weights after each
     epoch) into ``$FAIRTRAIN_TEST_PROBE_DIR``; when
     that folder holds ``pause_after_epoch`` (k), the workers write ``paused`` after epoch k's
-    checkpoint was reported and sleep, so the test can kill a process there."""
+    checkpoint was reported and sleep, so the test can kill a process there.
+
+    A ``Checkpoint`` only so that Lightning runs it with the checkpoint callback, after it
+    (Lightning keeps the order among checkpoint callbacks, and the probe is added last)."""
 
     def __init__(self, folder: Path, pause_after: int | None, batches: Any) -> None:
         self.folder, self.pause_after, self.batches = folder, pause_after, batches

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fairtrain.lightning import EarlyStopping, pl
 from fairtrain.models.lightning_module import TabularClassifier
-from fairtrain.training.callbacks import EpochReporter, RngState, TestProbe
+from fairtrain.training.callbacks import EpochCheckpoint, EpochReporter, RngState, TestProbe
 from fairtrain.training.sharding import ShardBatches
 from fairtrain.training.strategy import AllReduceStrategy
 
@@ -157,7 +157,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> WorkerResult:
         EarlyStopping(monitor="val_loss", mode="min", patience=config["early_stopping_patience"]),
         reporter,
         RngState(),
-        RayTrainReportCallback(),
+        EpochCheckpoint(),  # Lightning runs it after the epoch's other end hooks, see its class
     ]
     probe = TestProbe.from_environment(train_batches)
     if probe:
@@ -172,7 +172,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> WorkerResult:
         callbacks=callbacks,
         use_distributed_sampler=False,  # ShardBatches already shards
         logger=False,  # rank 0's EpochReporter logs to the one MLflow run
-        enable_checkpointing=False,  # RayTrainReportCallback owns checkpoints
+        enable_checkpointing=True,  # EpochCheckpoint is the only checkpoint callback: no ModelCheckpoint
         enable_progress_bar=False,
         enable_model_summary=False,
         deterministic=config["deterministic"],
