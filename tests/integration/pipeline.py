@@ -4,6 +4,8 @@ then taken through the real evaluate and register stages."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -40,6 +42,19 @@ def wait_for_pause(probe_dir: Path, timeout: float = 180, process: subprocess.Po
         time.sleep(0.2)
     # The checkpoint was reported before the pause; give the controller time to register it.
     time.sleep(3)
+
+
+def stop_when_paused(stage: subprocess.Popen, probe_dir: Path) -> int:
+    """SIGTERM (what `dvc repro` sends on Ctrl-C) to the stage once a worker paused after its
+    epoch's checkpoint; the stage's exit code. The stage's process group is SIGKILLed if it
+    is still there afterwards, whatever happened."""
+    try:
+        wait_for_pause(probe_dir, process=stage)
+        stage.send_signal(signal.SIGTERM)
+        return stage.wait(timeout=120)
+    finally:
+        if stage.poll() is None:
+            os.killpg(stage.pid, signal.SIGKILL)
 
 
 def train_with_ray(params, prepared, out: Path) -> dict:

@@ -26,7 +26,13 @@ import yaml
 from fairtrain.stages.train_stage import STORAGE_DIR
 from fairtrain.training.callbacks import PAUSE_FILE, PROBE_DIR_ENV
 from tests.helpers import PROJECT_ROOT, shrink_params
-from tests.integration.pipeline import epoch_history, train_in_own_store, train_with_ray, wait_for_pause
+from tests.integration.pipeline import (
+    epoch_history,
+    stop_when_paused,
+    train_in_own_store,
+    train_with_ray,
+    wait_for_pause,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -189,13 +195,7 @@ def test_a_killed_stage_reruns_into_the_same_run_and_continues_from_its_checkpoi
     # 1. SIGTERM (what `dvc repro` sends on Ctrl-C) after the first epoch: the run is KILLED.
     (probe_dir / PAUSE_FILE).write_text("0")
     stage = _stage(params_file, prepared, tmp_path, probe_dir, uri)
-    try:
-        wait_for_pause(probe_dir, process=stage)
-        stage.send_signal(signal.SIGTERM)
-        assert stage.wait(timeout=120) == 130
-    finally:
-        if stage.poll() is None:
-            os.killpg(stage.pid, signal.SIGKILL)
+    assert stop_when_paused(stage, probe_dir) == 130
     client = mlflow.MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("fairtrain").experiment_id])
     assert run.info.status == "KILLED"

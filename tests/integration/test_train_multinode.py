@@ -25,7 +25,7 @@ import yaml
 
 from fairtrain.training.callbacks import PAUSE_FILE, PROBE_DIR_ENV
 from tests.helpers import PROJECT_ROOT
-from tests.integration.pipeline import wait_for_pause
+from tests.integration.pipeline import stop_when_paused
 
 pytestmark = pytest.mark.slow
 
@@ -156,13 +156,7 @@ def test_training_joins_a_two_node_cluster_and_places_one_worker_per_node(
     (probe / PAUSE_FILE).write_text("0")
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     stage = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True, **quiet)
-    try:
-        wait_for_pause(probe, process=stage)
-        stage.send_signal(signal.SIGTERM)
-        assert stage.wait(timeout=120) == 130
-    finally:
-        if stage.poll() is None:
-            os.killpg(stage.pid, signal.SIGKILL)
+    assert stop_when_paused(stage, probe) == 130
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("fairtrain").experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
