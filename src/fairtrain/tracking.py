@@ -199,6 +199,20 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
     except MlflowException as error:
         if error.error_code in _ABSENT_CODES:
             return None
+        # MLflow's basic-auth app answers 403 for a model that does not exist yet (its
+        # permission check looks the model up first). A search lists what the user may read:
+        # not listed means absent, or hidden from this user, who then cannot set aliases on
+        # it either, so registering fails later with the server's own refusal.
+        if error.get_http_status_code() == 403 and not _model_listed(client, name):
+            return None
         raise TrackingError(
             f"cannot read alias {alias!r} of registered model {name!r}: {error.message.splitlines()[0][:300]}"
         ) from error
+
+
+def _model_listed(client: MlflowClient, name: str) -> bool:
+    escaped = name.replace("'", "\\'")
+    try:
+        return bool(client.search_registered_models(filter_string=f"name = '{escaped}'", max_results=1))
+    except MlflowException:
+        return True  # cannot tell: keep the refusal
