@@ -43,8 +43,7 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _node(args: list[str], temp_dir: str, log: Path, env: dict) -> subprocess.Popen:
-    ports = _free_ports(4)
+def _node(args: list[str], ports: list[int], temp_dir: str, log: Path, env: dict) -> subprocess.Popen:
     command = [
         RAY, "start", "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
         "--temp-dir", temp_dir, "--disable-usage-stats",
@@ -80,7 +79,10 @@ def _stop(process: subprocess.Popen, temp_dir: str) -> None:
 def two_node_cluster(tmp_path):
     # Unix socket paths are limited to ~100 bytes: Ray's temp dir must be short.
     temp_dir = tempfile.mkdtemp(prefix="ft-ray-", dir="/tmp")
-    port, dashboard, client = _free_ports(3)
+    # All ports from one call, so that no two are the same: ports picked in separate calls
+    # can repeat once the probing socket is closed, and Ray refuses a repeated port (seen in CI:
+    # the dashboard's port was picked again for the head's agent).
+    port, dashboard, client, *agents = _free_ports(11)
     # Worker processes inherit the environment of the node they run on, so the probe folder
     # (where each worker writes its rank and node id) is set on the nodes.
     probe = tmp_path / "probe"
@@ -95,7 +97,7 @@ def two_node_cluster(tmp_path):
                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
                     "--ray-client-server-port", str(client),
                 ],
-                temp_dir, tmp_path / "head.log", env,
+                agents[:4], temp_dir, tmp_path / "head.log", env,
             )
         )  # fmt: skip
         address = f"127.0.0.1:{port}"
@@ -104,7 +106,7 @@ def two_node_cluster(tmp_path):
             assert nodes[0].poll() is None, (tmp_path / "head.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the head node did not come up"
             time.sleep(1)
-        nodes.append(_node(["--address", address], temp_dir, tmp_path / "worker.log", env))
+        nodes.append(_node(["--address", address], agents[4:], temp_dir, tmp_path / "worker.log", env))
         deadline = time.monotonic() + 90
         while True:
             status = subprocess.run(
