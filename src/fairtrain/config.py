@@ -273,7 +273,8 @@ class TrainConfig(_Section):
     seed: int = 42
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
-    # Lightning precision; the mixed ones need GPUs (the stage fails fast on CPU).
+    # Lightning precision; 16-mixed needs use_gpu (refused at load otherwise), bf16-mixed
+    # also runs on CPU.
     precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
     # Lightning's deterministic mode: bit-identical reruns with the same data, params and
     # worker count. On GPUs it also pins cuBLAS's workspace and picks deterministic kernels;
@@ -309,6 +310,17 @@ class TrainConfig(_Section):
     # many per-epoch checkpoints to keep (the best by val_loss and the latest are among them).
     max_failures: int = Field(2, ge=0)
     checkpoints_to_keep: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _float16_needs_gpus(self) -> TrainConfig:
+        # Refused here, not when training starts, so a search space holding it fails before
+        # its first trial (search.check_space validates every combination through this class).
+        if self.precision == "16-mixed" and not self.use_gpu:
+            raise ValueError(
+                "precision 16-mixed needs GPUs (float16 autocast) but use_gpu is false; use "
+                "precision 32-true (or bf16-mixed) on CPU, or set use_gpu: true on a GPU cluster"
+            )
+        return self
 
 
 class TuneConfig(_Section):

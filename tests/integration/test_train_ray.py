@@ -130,15 +130,3 @@ def test_gpu_request_without_gpu_fails_fast_and_marks_the_run_failed(
     assert [r.info.status for r in runs] == ["FAILED"], "a failed training never stays RUNNING"
     assert not (tmp_path / "models/mlflow_run.json").exists(), "no run reference for a failed run"
     assert not np.any([p.name == "model.safetensors" for p in tmp_path.rglob("*")])
-
-
-def test_float16_mixed_precision_without_gpu_fails_fast(
-    local_ray, prepared, small_params, mlflow_store, tmp_path
-):
-    if ray.cluster_resources().get("GPU", 0) >= 1:
-        pytest.skip("this machine has a GPU")
-    params = shrink_params(small_params, train={"precision": "16-mixed", "num_workers": 1})
-    with pytest.raises(TrainingError, match=r"precision is 16-mixed, which needs GPUs"):
-        train_with_ray(params, prepared, tmp_path)
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert [r.info.status for r in runs] == ["FAILED"]

@@ -218,3 +218,13 @@ def test_a_threshold_target_the_rule_does_not_use_is_refused(raw_params):
             params_from_dict(raw_params)
     raw_params["evaluate"]["threshold_rule"] = "target_recall"
     assert params_from_dict(raw_params).evaluate.threshold_target == 0.8
+
+
+def test_float16_mixed_precision_without_gpus_is_refused_at_load(raw_params):
+    raw_params["train"].update(precision="16-mixed", use_gpu=False)
+    with pytest.raises(ConfigError, match=r"train: .*precision 16-mixed needs GPUs .* use_gpu is false"):
+        params_from_dict(raw_params)
+    raw_params["train"]["use_gpu"] = True  # whether GPUs exist is checked when training starts
+    assert params_from_dict(raw_params).train.precision == "16-mixed"
+    raw_params["train"].update(precision="bf16-mixed", use_gpu=False)  # bf16 autocast runs on CPU
+    assert params_from_dict(raw_params).train.precision == "bf16-mixed"

@@ -153,6 +153,14 @@ def test_a_space_value_that_is_not_a_valid_train_value_fails_before_the_search(p
     )
 
 
+def test_float16_in_the_space_of_a_cpu_search_fails_before_the_search(params):
+    # Each trial would otherwise fail alone once Ray placed it (params.train.use_gpu is false).
+    space = {"precision": ["32-true", "16-mixed"]}
+    bad = params.model_copy(update={"tune": params.tune.model_copy(update={"space": space})})
+    with pytest.raises(ConfigError, match=r"tune\.space\.precision: '16-mixed' .*needs GPUs"):
+        check_space(bad)
+
+
 def test_the_best_trial_is_the_lowest_val_loss_of_any_epoch_and_ties_go_to_the_earlier():
     def result(name: str, losses: list[float]) -> TrialResult:
         frame = pd.DataFrame({"epoch": range(len(losses)), "val_loss": losses})

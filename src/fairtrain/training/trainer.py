@@ -86,11 +86,6 @@ def scaling_config(params: TrainConfig) -> ScalingConfig:
                 f"cluster has {available:g} GPU(s); set train.use_gpu: false to train on CPU"
             )
     cpus = ray.cluster_resources().get("CPU", 0)
-    if params.precision == "16-mixed" and not params.use_gpu:
-        raise TrainingError(
-            "train.precision is 16-mixed, which needs GPUs (float16 autocast), but train.use_gpu is "
-            "false; use precision 32-true (or bf16-mixed) on CPU, or set use_gpu: true on a GPU cluster"
-        )
     if not params.use_gpu and cpus < params.num_workers:
         raise TrainingError(
             f"train.num_workers={params.num_workers} needs {params.num_workers} CPUs but the Ray "
