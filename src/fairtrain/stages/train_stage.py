@@ -327,8 +327,11 @@ def train_stage(
                 # Set by the worker too when it reaches the server; the same values either way.
                 mlflow.set_tags(outcome.tags)
 
-                # Local outputs last, each replaced atomically, the run reference after everything
-                # else: a run reference on disk always sits next to the model it describes.
+                # Local outputs last, each replaced atomically. The old run reference goes
+                # before the new model comes and the new one after everything else, so a run
+                # reference on disk always describes the model beside it; a kill in between
+                # leaves none, and DVC reruns the stage.
+                run_ref_path.unlink(missing_ok=True)
                 architecture = {
                     "n_features": int(x_train.shape[1]),
                     "hidden_sizes": params.train.hidden_sizes,
