@@ -25,6 +25,7 @@ from fairtrain.stages.evaluate_stage import OUTPUTS as EVAL_OUTPUTS
 from fairtrain.stages.evaluate_stage import evaluate_stage
 from fairtrain.stages.register_stage import register_stage
 from fairtrain.stages.train_stage import features_and_target, train_stage
+from fairtrain.training.callbacks import execution_tags
 from tests.helpers import quiet_trainer
 
 
@@ -93,29 +94,33 @@ def epoch_history(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "samples_per_second"} for r in rows]
 
 
-def train_plain(params, prepared, model_dir: Path, epochs: int) -> None:
-    """Train with plain Lightning and export exactly as the train stage does."""
+def train_plain(params, prepared, model_dir: Path, epochs: int) -> dict[str, str]:
+    """Train with plain Lightning and export exactly as the train stage does; returns the
+    execution tags rank 0 of the train stage would set on the run (none without training)."""
     pl.seed_everything(0, verbose=False)
     preprocessor = Preprocessor.from_dict(json.loads(prepared["preprocessor"].read_text()))
     x, y = features_and_target(pd.read_parquet(prepared["train"]), preprocessor, params)
     module = TabularClassifier(x.shape[1], params.train.hidden_sizes, 0.1, 1e-3, 1e-4)
     loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=256, shuffle=True)
+    tags = {}
     if epochs:
         trainer = quiet_trainer(epochs)
         trainer.fit(module, loader)
+        tags = execution_tags(trainer, module)
     state = {k[len("model.") :]: v for k, v in module.state_dict().items() if k.startswith("model.")}
     save_model(
         model_dir,
         state,
         {"n_features": x.shape[1], "hidden_sizes": params.train.hidden_sizes, "dropout": 0.1},
     )
+    return tags
 
 
 def run_after_training(params, prepared, out: Path, epochs: int) -> dict:
     """A run like the train stage's, then the real evaluate and register stages."""
-    train_plain(params, prepared, out / "models/model", epochs)
+    tags = train_plain(params, prepared, out / "models/model", epochs)
     experiment_id = tracking.configure(params.tracking.experiment)
-    with mlflow.start_run() as run:
+    with mlflow.start_run(tags=tags) as run:
         ref = tracking.RunRef(run.info.run_id, experiment_id, tracking.resolve_tracking_uri())
     ref.save(out / "models/mlflow_run.json")
     outputs = {n: out / f"eval/{n}.{'parquet' if n == 'predictions' else 'json'}" for n in EVAL_OUTPUTS}

@@ -43,7 +43,8 @@ def test_register_promotes_logs_lineage_and_serves_raw_rows(
     assert version.tags["gate_decision"] == "passed"
     from fairtrain.lightning import pl
 
-    assert version.tags["lightning_package"] == pl.__name__  # the package training used
+    # The package training used, from the tag the training set on its run.
+    assert version.tags["lightning_package"] == pl.__name__
 
     # The run holds the test and fairness metrics next to the model.
     metrics = client.get_run(first["ref"].run_id).data.metrics
@@ -77,6 +78,8 @@ def test_register_promotes_logs_lineage_and_serves_raw_rows(
     assert not second["record"]["promoted"]
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+    # Its run has no execution tags (nothing trained), so the package is not guessed.
+    assert client.get_model_version(name, "2").tags["lightning_package"] == "unknown"
 
     # The model card lands in the run and quotes the recorded figures.
     out = tmp_path / "a"

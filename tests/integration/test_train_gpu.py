@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from fairtrain.data.preprocessing import Preprocessor
 from fairtrain.errors import TrainingError
 from fairtrain.models.export import load_model
-from fairtrain.training.callbacks import (
+from fairtrain.training.tags import (
     BACKEND_TAG,
     DETERMINISTIC_TAG,
     DEVICE_TAG,

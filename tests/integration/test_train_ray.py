@@ -14,11 +14,13 @@ from sklearn.metrics import roc_auc_score
 
 from fairtrain.data.preprocessing import Preprocessor, target_vector
 from fairtrain.errors import TrainingError
+from fairtrain.lightning import pl
 from fairtrain.models.export import load_model
-from fairtrain.training.callbacks import (
+from fairtrain.training.tags import (
     BACKEND_TAG,
     DETERMINISTIC_TAG,
     DEVICE_TAG,
+    LIGHTNING_TAG,
     PRECISION_TAG,
     WORLD_SIZE_TAG,
 )
@@ -55,6 +57,7 @@ def test_two_workers_train_one_run_with_per_epoch_metrics(
     assert run.data.tags[PRECISION_TAG] == "32-true"
     assert run.data.tags[WORLD_SIZE_TAG] == "2"
     assert run.data.tags[DETERMINISTIC_TAG] == "true"
+    assert run.data.tags[LIGHTNING_TAG] == pl.__name__
     system = {k for k in run.data.metrics if k.startswith("system/")}
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
 
@@ -107,6 +110,7 @@ def test_workers_without_the_servers_credentials_leave_nothing_missing_from_the_
         PRECISION_TAG: "32-true",
         WORLD_SIZE_TAG: "2",
         DETERMINISTIC_TAG: "true",
+        LIGHTNING_TAG: pl.__name__,
     }.items() <= run.data.tags.items()
 
 

@@ -20,7 +20,8 @@ from fairtrain.config import load_params
 from fairtrain.search import grid, write_back
 from fairtrain.search_runs import ERROR_TAG, FAILED_TRIALS_TAG, STOPPED_TAG
 from fairtrain.stages.tune_stage import tune_stage
-from fairtrain.training.callbacks import DEVICE_TAG, PAUSE_FILE, PROBE_DIR_ENV, WORLD_SIZE_TAG
+from fairtrain.training.callbacks import PAUSE_FILE, PROBE_DIR_ENV
+from fairtrain.training.tags import DEVICE_TAG, WORLD_SIZE_TAG
 from fairtrain.training.trainer import STORAGE_ENV
 from tests.helpers import PROJECT_ROOT, shrink_params
 from tests.integration.pipeline import wait_for_pause

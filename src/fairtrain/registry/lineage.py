@@ -9,21 +9,10 @@ from pathlib import Path
 
 from fairtrain.config import Params
 from fairtrain.io import file_sha256, json_sha256
+from fairtrain.training.tags import LIGHTNING_TAG
 
-# Both Lightning distributions: where the unified ``lightning`` package is installed, training
-# uses its ``lightning.pytorch`` (see fairtrain.lightning), so its version is the one that matters.
+# Both Lightning distributions: which one training imported is the run's LIGHTNING_TAG.
 TRACKED_PACKAGES = ("torch", "pytorch-lightning", "lightning", "ray", "mlflow", "dvc", "fairlearn", "captum")
-
-
-def lightning_package() -> str:
-    """The Lightning package training uses, told from what is installed (importing it here
-    would cost seconds): ``lightning.pytorch`` when the unified package is there, as Ray Train
-    and fairtrain.lightning pick it, else ``pytorch_lightning``."""
-    try:
-        metadata.version("lightning")
-    except metadata.PackageNotFoundError:
-        return "pytorch_lightning"
-    return "lightning.pytorch"
 
 
 def _git(*args: str, cwd: Path) -> str | None:
@@ -49,7 +38,10 @@ def git_state(cwd: Path) -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(bool(status)).lower()}
 
 
-def lineage_tags(params: Params, data_path: Path, run_id: str, project_root: Path) -> dict[str, str]:
+def lineage_tags(
+    params: Params, data_path: Path, run_id: str, project_root: Path, run_tags: dict[str, str]
+) -> dict[str, str]:
+    """``run_tags``: the training run's tags, where rank 0 recorded what it trained with."""
     tags = {
         **git_state(project_root),
         "data_path": str(data_path),
@@ -58,7 +50,8 @@ def lineage_tags(params: Params, data_path: Path, run_id: str, project_root: Pat
         "mlflow_run_id": run_id,
         "ray_num_workers": str(params.train.num_workers),
         "python": platform.python_version(),
-        "lightning_package": lightning_package(),
+        # "unknown" for runs trained before rank 0 recorded it
+        "lightning_package": run_tags.get(LIGHTNING_TAG, "unknown"),
     }
     dvc_lock = project_root / "dvc.lock"
     if dvc_lock.exists():

@@ -84,7 +84,9 @@ def register_stage(
                     input_example(pd.read_parquet(test_path), params),
                 )
                 tags = {
-                    **lineage_tags(params, data_path, ref.run_id, project_root),
+                    **lineage_tags(
+                        params, data_path, ref.run_id, project_root, client.get_run(ref.run_id).data.tags
+                    ),
                     reg.ARTIFACTS_HASH_TAG: digest,
                 }
                 version = reg.register_version(client, name, info.model_uri, ref.run_id, tags)

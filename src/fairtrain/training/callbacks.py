@@ -15,24 +15,25 @@ from ray.train.lightning import RayTrainReportCallback
 from torch import distributed
 
 from fairtrain.lightning import pl
+from fairtrain.training.tags import (
+    BACKEND_TAG,
+    DETERMINISTIC_TAG,
+    DEVICE_TAG,
+    LIGHTNING_TAG,
+    PRECISION_TAG,
+    WORLD_SIZE_TAG,
+)
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger("fairtrain.training")
 
-# Run tags, set by rank 0 when training starts: where the training actually ran (what the
-# workers got, not what params asked for), for whoever compares runs in MLflow later.
-DEVICE_TAG = "fairtrain.train.device"
-BACKEND_TAG = "fairtrain.train.backend"
-PRECISION_TAG = "fairtrain.train.precision"
-WORLD_SIZE_TAG = "fairtrain.train.world_size"
-DETERMINISTIC_TAG = "fairtrain.train.deterministic"  # torch's deterministic algorithms were on
-
 
 def execution_tags(trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, str]:
     """The device (with the GPU's name), the process group's backend, the precision, the
-    worker count and whether deterministic algorithms are on, in a running training."""
+    worker count, whether deterministic algorithms are on and the Lightning package, in a
+    running training (tag names: fairtrain.training.tags)."""
     device = module.device
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     grouped = distributed.is_available() and distributed.is_initialized()
@@ -42,6 +43,7 @@ def execution_tags(trainer: pl.Trainer, module: pl.LightningModule) -> dict[str,
         PRECISION_TAG: str(trainer.precision),
         WORLD_SIZE_TAG: str(trainer.world_size),
         DETERMINISTIC_TAG: str(torch.are_deterministic_algorithms_enabled()).lower(),
+        LIGHTNING_TAG: pl.__name__,
     }
 
 
