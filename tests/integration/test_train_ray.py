@@ -12,10 +12,12 @@ import ray
 import torch
 from sklearn.metrics import roc_auc_score
 
+from fairtrain import tracking
 from fairtrain.data.preprocessing import Preprocessor, target_vector
 from fairtrain.errors import TrainingError
 from fairtrain.lightning import pl
 from fairtrain.models.export import load_model
+from fairtrain.stages import train_stage as train_stage_module
 from fairtrain.training.tags import (
     BACKEND_TAG,
     DETERMINISTIC_TAG,
@@ -134,3 +136,27 @@ def test_gpu_request_without_gpu_fails_fast_and_marks_the_run_failed(
     assert [r.info.status for r in runs] == ["FAILED"], "a failed training never stays RUNNING"
     assert not (tmp_path / "models/mlflow_run.json").exists(), "no run reference for a failed run"
     assert not np.any([p.name == "model.safetensors" for p in tmp_path.rglob("*")])
+
+
+def test_a_failure_after_the_new_model_is_written_leaves_no_stale_run_reference(
+    local_ray, prepared, small_params, mlflow_store, tmp_path, monkeypatch
+):
+    # A reference from an earlier training beside a model that is no longer its model would
+    # send register to the wrong run; after the failure the stage has no reference at all.
+    stale = tracking.RunRef(run_id="0" * 32, experiment_id="0", tracking_uri="sqlite:///old.db")
+    stale.save(tmp_path / "models/mlflow_run.json")
+
+    save_model = train_stage_module.save_model
+
+    def save_then_fail(*args, **kwargs):
+        save_model(*args, **kwargs)
+        raise OSError("No space left on device (injected after the model was written)")
+
+    monkeypatch.setattr(train_stage_module, "save_model", save_then_fail)
+    params = shrink_params(small_params, train={"num_workers": 1, "max_epochs": 1})
+    with pytest.raises(OSError, match="No space left"):
+        train_with_ray(params, prepared, tmp_path)
+    assert (tmp_path / "models/model/model.safetensors").exists(), "the new model was written"
+    assert not (tmp_path / "models/mlflow_run.json").exists(), "the old run's reference is gone"
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert [r.info.status for r in runs] == ["FAILED"]
