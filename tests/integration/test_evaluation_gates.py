@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 
 from fairtrain.data.preprocessing import Preprocessor, target_vector
-from fairtrain.evaluation.champion import serving_rows
+from fairtrain.evaluation.champion import score_champion, serving_rows
 from fairtrain.evaluation.mitigation import fit_optimizer
 from fairtrain.models.export import load_model
+from fairtrain.registry.pyfunc_model import FairtrainModel
 from tests.helpers import shrink_params
 from tests.integration.pipeline import run_after_training
 
@@ -55,6 +56,18 @@ def test_a_model_worse_for_one_group_fails_non_regression_and_is_not_promoted(
     assert len(skipped) == 1 and skipped[0]["skipped"] and skipped[0]["passed"]
     assert "no champion" in skipped[0]["reason"]
     assert first["record"]["promoted"]
+
+    # The champion scores with the code it was registered with, in a child Python, as when it
+    # is served: this process's copy of the serving code, broken here, is not what scores it.
+    def checkout_code_fails(*args, **kwargs):
+        raise RuntimeError("the checkout's serving code was used")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FairtrainModel, "predict", checkout_code_fails)
+        scored = score_champion(name, pd.read_parquet(prepared["test"]), lenient.dataset)
+    assert scored is not None and "error" not in scored, scored
+    recorded = pd.read_parquet(first["outputs"]["predictions"])["probability"]
+    np.testing.assert_allclose(scored["probability"], recorded, rtol=1e-5)
 
     # Only the non-regression gate may stop the second model: the others are opened fully.
     only_regression = shrink_params(

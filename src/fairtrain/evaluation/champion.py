@@ -1,8 +1,9 @@
 """Per-group non-regression against the registry's current champion.
 
-Method. The champion's registered pyfunc (``models:/<name>@champion``) is loaded and scores the
-*current* test split's raw rows, so challenger and champion are compared on exactly the same
-rows (a champion's own recorded metrics may come from another split or another data version).
+Method. The champion's registered pyfunc (``models:/<name>@champion``) is loaded in a child
+Python, with the code it was registered with, and scores the *current* test split's raw rows,
+so challenger and champion are compared on exactly the same rows (a champion's own recorded
+metrics may come from another split or another data version).
 For every gated sensitive feature and every group with at least ``min_group_size`` test rows,
 the champion's metric gets a percentile bootstrap interval over that group's rows (the same
 resampling as ``bootstrap.bootstrap_metrics``, seeded by the group's name). The challenger
@@ -21,8 +22,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import subprocess
 import sys
-from contextlib import contextmanager
+import tempfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -50,15 +54,42 @@ def serving_rows(frame: pd.DataFrame, schema: DatasetConfig) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-@contextmanager
-def _restored_sys_path():
-    # Loading a pyfunc with code_paths prepends the champion's packaged code to sys.path for
-    # good; later imports in this process must keep coming from this checkout.
-    saved = list(sys.path)
-    try:
-        yield
-    finally:
-        sys.path[:] = saved
+# Run in a fresh interpreter: MLflow puts the champion's packaged ``fairtrain`` code first on
+# sys.path before the model's code imports it, as when the champion is served. In this
+# process ``fairtrain`` is already imported, so the checkout's code would score it instead,
+# and a model whose code changed since (another layout of its weights) would not load.
+_SCORE_SCRIPT = """
+import sys
+import mlflow.pyfunc
+import pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+model.predict(pd.read_parquet(sys.argv[2]))[["probability", "label"]].to_parquet(sys.argv[3])
+"""
+
+
+def _score_with_its_own_code(model_uri: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` scored by the model at ``model_uri`` in a child Python, with the code it was
+    registered with. Raises RuntimeError with the child's last error line when it fails."""
+    with tempfile.TemporaryDirectory(prefix="fairtrain-champion-") as scratch:
+        rows_path, scored_path = Path(scratch, "rows.parquet"), Path(scratch, "scored.parquet")
+        rows.to_parquet(rows_path, index=False)
+        # The store and registry this process uses (set in code or by the environment).
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+            "MLFLOW_REGISTRY_URI": mlflow.get_registry_uri(),
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", _SCORE_SCRIPT, model_uri, str(rows_path), str(scored_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            raise RuntimeError(lines[-1] if lines else f"the scoring process exited with {done.returncode}")
+        return pd.read_parquet(scored_path)
 
 
 def score_champion(model_name: str, frame: pd.DataFrame, schema: DatasetConfig) -> dict | None:
@@ -70,9 +101,8 @@ def score_champion(model_name: str, frame: pd.DataFrame, schema: DatasetConfig) 
     if version is None:
         return None
     try:
-        with _restored_sys_path():
-            model = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION_ALIAS}")
-            scored = model.predict(serving_rows(frame, schema))
+        uri = f"models:/{model_name}/{version.version}"  # the version looked up, even if the alias moves
+        scored = _score_with_its_own_code(uri, serving_rows(frame, schema))
     except Exception as error:  # any failure to load or score: the gate fails closed, saying why
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         log.warning("champion v%s could not score the test split: %s", version.version, first_line)
