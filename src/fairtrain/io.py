@@ -44,11 +44,14 @@ def _umask() -> int:
     return mask
 
 
-def write_json(path: str | Path, payload: Any) -> None:
+def json_text(payload: Any) -> str:
     """Strict JSON: NaN and infinities (undefined metrics) are written as null."""
-    text = json.dumps(json_safe(payload), indent=2, sort_keys=False, allow_nan=False)
+    return json.dumps(json_safe(payload), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def write_json(path: str | Path, payload: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text + "\n")
+        tmp.write_text(json_text(payload))
 
 
 def write_text(path: str | Path, text: str) -> None:

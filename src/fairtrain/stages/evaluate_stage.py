@@ -6,6 +6,7 @@ import logging
 import shutil
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import mlflow
@@ -28,7 +29,7 @@ from fairtrain.evaluation.fairness import fairness_audit
 from fairtrain.evaluation.gates import evaluate_gates
 from fairtrain.evaluation.metrics import classification_metrics, confusion_rows, roc_points
 from fairtrain.evaluation.threshold import choose_threshold
-from fairtrain.io import atomic_directory, json_safe, read_json, write_json, write_parquet
+from fairtrain.io import atomic_directory, atomic_path, json_safe, json_text, read_json
 from fairtrain.models.export import load_model
 
 log = logging.getLogger(__name__)
@@ -159,8 +160,9 @@ def evaluate_stage(
     """``outputs`` maps every name in ``OUTPUTS`` to its path.
 
     The decision threshold is chosen on the validation split and only then applied to test.
-    Results go to the MLflow run first (from memory) and to the local files last, so a failure
-    at any point leaves the previous local outputs untouched.
+    Results go to the MLflow run first (from memory) and to the local files last, all put in
+    place together once every one is written, so a failure at any point leaves the previous
+    local outputs untouched.
     """
     schema, settings = params.dataset, params.evaluate
     preprocessor = Preprocessor.from_dict(read_json(preprocessor_path))
@@ -312,25 +314,35 @@ def evaluate_stage(
                 mlflow.log_dict(json_safe(payload), f"evaluation/{name}.json")
             mlflow.log_artifacts(str(scratch), "evaluation/figures")
 
-        with atomic_directory(outputs["figures"]) as staging:
+        predictions = (
+            test[schema.group_columns].astype(str).assign(y_true=y_true, probability=proba, y_pred=y_pred)
+        )
+        if mitigation["enabled"]:
+            predictions["y_pred_mitigated"] = served
+        payloads = {
+            "roc": roc_points(y_true, proba),
+            **plot_data,
+            "confusion": confusion_rows(y_true, proba, threshold, labels),
+            "calibration": calibration_curve_points(y_true, proba),
+            **reports,
+        }
+        # Every output is written beside its target first and all are put in place only
+        # once the last one is written: a failure before that (a full disk) leaves the
+        # previous outputs, all of one run, as they were, and not a mix the model card
+        # would quote side by side.
+        with ExitStack() as replaced_on_success:
+
+            def staged(target: Path) -> Path:
+                return replaced_on_success.enter_context(atomic_path(target))
+
+            figures = replaced_on_success.enter_context(atomic_directory(outputs["figures"]))
             for path in scratch.iterdir():
-                shutil.copy2(path, staging / path.name)
+                shutil.copy2(path, figures / path.name)
+            predictions.to_parquet(staged(outputs["predictions"]), index=False)
+            for name, payload in payloads.items():
+                staged(outputs[name]).write_text(json_text(payload))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-    predictions = (
-        test[schema.group_columns].astype(str).assign(y_true=y_true, probability=proba, y_pred=y_pred)
-    )
-    if mitigation["enabled"]:
-        predictions["y_pred_mitigated"] = served
-    write_parquet(outputs["predictions"], predictions)
-    write_json(outputs["roc"], roc_points(y_true, proba))
-    for name, payload in plot_data.items():
-        write_json(outputs[name], payload)
-    write_json(outputs["confusion"], confusion_rows(y_true, proba, threshold, labels))
-    write_json(outputs["calibration"], calibration_curve_points(y_true, proba))
-    for name, payload in reports.items():
-        write_json(outputs[name], payload)
     log.info(
         "test ROC-AUC %.4f, accuracy %.4f; %s",
         _nan_if_none(overall["roc_auc"]),
