@@ -213,7 +213,7 @@ def test_lines_are_the_files_after_empty_lines_and_skipped_rows(tmp_path, raw_pa
     ]:
         (line,) = _problem(payload, check, column)["lines"]
         assert needle in file_lines[line - 1].split(",") or file_lines[line - 1] == needle, (check, line)
-    assert "line(s) [7]" in message  # "thirty": data row 3, after the blank and the short row
+    assert "'thirty' (line 7)" in message  # data row 3, after the blank and the short row
 
 
 def test_every_problem_is_collected_across_chunks(tmp_path, raw_params):
@@ -317,3 +317,99 @@ def test_typed_parquet_passes_in_chunks(tmp_path, raw_params):
     assert report.passed, report.summary()
     out = pd.read_parquet(tmp_path / "v.parquet")
     assert len(out) == 8 and out["workclass"].isna().sum() == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "needle"),
+    [
+        (KeyboardInterrupt("stopped by signal 15"), "interrupted (stopped by signal 15)"),
+        (OSError("Truncated compressed stream"), "OSError: Truncated compressed stream"),
+    ],
+    ids=["sigterm", "crash"],
+)
+def test_a_run_stopped_mid_read_reports_failed_not_passed(tmp_path, raw_params, monkeypatch, error, needle):
+    """An interrupt or crash after some rows were read: the report says failed and why,
+    never "passed" over the rows read so far (it used to)."""
+    from fairtrain.stages import validate_stage as stage
+
+    path = tmp_path / "t.csv"
+    path.write_text(_csv_text(RAW_ROWS), encoding="utf-8")
+
+    def first_chunk_then_fail(*args, **kwargs):
+        yield pd.DataFrame(RAW_ROWS[5:], columns=COLUMNS)  # both classes: it used to "pass"
+        raise error
+
+    monkeypatch.setattr(stage, "iter_raw_chunks", first_chunk_then_fail)
+    out, report = tmp_path / "v.parquet", tmp_path / "v.json"
+    with pytest.raises(type(error)):
+        validate_stage(_params(raw_params), path, out, report)
+    assert not out.exists()
+    payload = json.loads(report.read_text())
+    assert payload["status"] == "failed" and payload["rows"] == 3
+    aborted = _problem(payload, "aborted")
+    assert needle in aborted["message"]
+    assert "aborted" not in [e["check"] for e in payload["errors"] if e is not aborted]
+    assert needle in report.with_suffix(".txt").read_text()
+
+
+def test_a_truncated_gzip_is_a_readable_problem(tmp_path, raw_params):
+    import random
+
+    rng = random.Random(0)  # varied cells, so the compressed stream is long enough to cut
+    rows = [
+        [str(rng.randint(17, 90)), *r[1:2], str(rng.randint(10**4, 10**6)), *r[3:]] for r in RAW_ROWS * 3000
+    ]
+    whole = gzip.compress(_csv_text(rows).encode())
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    payload, message = _run(_params(raw_params), path, tmp_path)
+    problem = _problem(payload, "readable")
+    assert "truncated" in problem["message"] and str(path) in problem["message"]
+    assert "truncated" in message
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", _csv_text(RAW_ROWS).replace("State-gov", "St\xe4te-gov").encode("latin-1")],
+    ids=["empty_file", "non_utf8_in_first_block"],
+)
+def test_a_read_failure_is_not_also_reported_as_no_rows(tmp_path, raw_params, content):
+    path = tmp_path / "broken.csv"
+    path.write_bytes(content)
+    payload, _ = _run(_params(raw_params), path, tmp_path)
+    assert [e["check"] for e in payload["errors"]] == ["readable"]
+
+
+def test_an_unterminated_quote_reports_the_lines_it_swallowed(tmp_path, raw_params):
+    rows = [",".join(r) for r in RAW_ROWS]
+    rows[2] = rows[2].replace("Private", '"Private')  # data row 2, line 4; six rows follow
+    path = tmp_path / "quote.csv"
+    path.write_text("\n".join([",".join(COLUMNS), *rows]) + "\n", encoding="utf-8")
+    payload, message = _run(_params(raw_params), path, tmp_path)
+    problem = _problem(payload, "unterminated_quote")
+    assert problem["lines"] == [4] and problem["examples"] == [rows[2]]
+    assert problem["count"] == 6  # the row and the five lines after it
+    assert "swallowed the 5 line(s) after it" in message
+
+
+def test_a_failure_after_a_passed_report_turns_it_failed(tmp_path, raw_params, monkeypatch):
+    """The report is written before the validated table is renamed into place: if that
+    rename fails, the report must not be left saying "passed"."""
+    from fairtrain import io
+
+    path = tmp_path / "t.csv"
+    path.write_text(_csv_text(RAW_ROWS), encoding="utf-8")
+    real_replace = io.os.replace
+
+    def failing_replace(src, dst):
+        if str(dst).endswith(".parquet"):
+            raise OSError("No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", failing_replace)
+    out, report = tmp_path / "v.parquet", tmp_path / "v.json"
+    with pytest.raises(OSError, match="No space left"):
+        validate_stage(_params(raw_params), path, out, report)
+    payload = json.loads(report.read_text())
+    assert payload["status"] == "failed" and not out.exists()
+    assert "No space left on device" in _problem(payload, "aborted")["message"]

@@ -132,3 +132,26 @@ def test_csv_file_lines_finds_every_row_after_empty_and_skipped_lines(tmp_path, 
     assert len(rows) == len(table)
     assert {lines[skipped[r.number] - 1] for r in invalid} == {"3,y,extra", "5"}
     assert sorted(skipped.values()) == [5, 8]
+
+
+def test_a_byte_order_mark_does_not_untype_the_first_column(tmp_path):
+    """With a BOM the header used to be read as "\ufeffzip", so the first column missed its
+    forced string type and pyarrow guessed a number: "007" became 7."""
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffzip,y\n007,a\n010,b\n".encode())
+    (frame,) = iter_raw_chunks(path, 100)
+    assert list(frame.columns) == ["zip", "y"]
+    assert frame["zip"].tolist() == ["007", "010"]
+
+
+def test_a_truncated_gzip_names_the_file(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    text = "a,b\n" + "".join(f"{rng.random()},{rng.random()}\n" for _ in range(20000))
+    whole = gzip.compress(text.encode())
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataValidationError, match=r"cut\.csv\.gz: unreadable file \(truncated"):
+        for _ in iter_raw_chunks(path, 1000):
+            pass

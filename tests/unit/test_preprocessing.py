@@ -205,3 +205,26 @@ def test_raw_rows_and_cleaned_rows_give_the_same_features(raw_frame, params):
     pre = fit_preprocessor(clean, params.dataset, params.prepare)
     np.testing.assert_array_equal(pre.transform(raw), pre.transform(clean))
     assert _one_hot(pre, pre.transform(raw), "workclass")[5] == MISSING
+
+
+def test_negative_values_in_a_log_transform_column_are_refused(cleaned_train, params):
+    """log1p used to clip them to 0, so -5000, -10 and 0 became the same feature value."""
+    train = cleaned_train.copy()
+    train.loc[[1, 2, 3], "capital-gain"] = [-5000.0, -10.0, -10.0]
+    with pytest.raises(DataValidationError) as caught:
+        fit_preprocessor(train, params.dataset, params.prepare)
+    message = str(caught.value)
+    assert "'capital-gain': 3 negative value(s), e.g. [-5000.0, -10.0]" in message
+    assert "prepare.log_transform" in message
+
+
+def test_prepare_refuses_a_negative_log_transform_value_in_any_split(tmp_path, params, cleaned_train):
+    from fairtrain.stages.prepare_stage import prepare_stage
+
+    table = pd.concat([cleaned_train] * 5, ignore_index=True)
+    table.loc[len(table) - 1, "capital-gain"] = -1.0  # wherever that row lands
+    validated = tmp_path / "validated.parquet"
+    table.to_parquet(validated, index=False)
+    with pytest.raises(DataValidationError, match=r"'capital-gain': 1 negative value\(s\), e\.g\. \[-1\.0\]"):
+        prepare_stage(params, validated, tmp_path / "prepared", tmp_path / "prepare.json")
+    assert not (tmp_path / "prepared").exists() and not (tmp_path / "prepare.json").exists()

@@ -124,3 +124,62 @@ def test_same_input_gives_byte_identical_split_files(tmp_path, params, cleaned_t
     assert first["content_sha256"] == second["content_sha256"]
     assert first["file_sha256"] == second["file_sha256"]
     assert set(first["content_sha256"]) == {"input", "train", "val", "test"}
+
+
+def _one_rare_positive(n: int = 300) -> pd.DataFrame:
+    """Group "rare": 24 negatives (a real stratum) and one positive, whose label × group cell
+    falls back to a label-only stratum holding that single row."""
+    rng = np.random.default_rng(4)
+    common = n - 25
+    return pd.DataFrame(
+        {
+            "row_id": np.arange(n),
+            "g": ["a"] * common + ["rare"] * 25,
+            "y": [*rng.choice(["p", "n"], common), *["n"] * 24, "p"],
+        }
+    )
+
+
+def test_a_single_row_stratum_is_folded_instead_of_crashing_the_split():
+    table = _one_rare_positive()
+    # It used to stop with sklearn's bare "least populated classes in y have only 1 member".
+    splits = split_dataset(table, "y", PrepareConfig(seed=0), ["g"])
+    ids = _ids(splits)
+    assert sorted(ids["train"] + ids["val"] + ids["test"]) == list(range(len(table)))
+    assert all("rare" in set(part["g"]) for part in splits.values())  # the group checks still ran
+
+
+def test_folding_changes_nothing_when_no_stratum_has_one_row():
+    from fairtrain.data.split import strata
+
+    table = _grouped_table()
+    key = strata(table, "y", ["g"])
+    assert np.bincount(key)[np.bincount(key) > 0].min() >= 2
+    cells = table.groupby(["y", "g"], sort=True).ngroup().to_numpy()
+    sizes = np.bincount(cells)
+    expected = np.where(sizes[cells] >= 10, cells, len(sizes) + pd.factorize(table["y"], sort=True)[0])
+    assert np.array_equal(key, expected)
+
+
+def test_a_failed_reference_statistics_step_leaves_every_earlier_output(
+    tmp_path, params, cleaned_train, monkeypatch
+):
+    """prepare used to replace data/prepared and prepare.json before computing the reference
+    statistics: a failure there left new splits beside old reference statistics."""
+    from fairtrain.stages import prepare_stage as stage
+
+    validated = tmp_path / "validated.parquet"
+    pd.concat([cleaned_train] * 5, ignore_index=True).to_parquet(validated, index=False)
+    out, stats, reference = tmp_path / "prepared", tmp_path / "prepare.json", tmp_path / "reference.json"
+    stage.prepare_stage(params, validated, out, stats, reference)
+    before = {p: p.read_bytes() for p in [*out.iterdir(), stats, reference]}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("reference statistics failed")
+
+    monkeypatch.setattr(stage, "reference_statistics", broken)
+    other_seed = params.model_copy(update={"prepare": params.prepare.model_copy(update={"seed": 7})})
+    with pytest.raises(RuntimeError, match="reference statistics failed"):
+        stage.prepare_stage(other_seed, validated, out, stats, reference)
+    assert {p: p.read_bytes() for p in [*out.iterdir(), stats, reference]} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no leftovers

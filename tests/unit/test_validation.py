@@ -47,7 +47,7 @@ def test_non_numeric_value_names_column_value_and_file_line(write_csv, raw_rows,
     text = report.summary()
     assert "'age'" in text
     assert "fifty-three" in text
-    assert "[5]" in text
+    assert "'fifty-three' (line 5)" in text  # each example with its own line
 
 
 def test_numeric_check_accepts_padding_and_missing_markers(raw_frame, params):
@@ -216,3 +216,24 @@ def test_clean_table_does_not_modify_its_input(raw_frame, params):
     before = raw_frame.copy()
     clean_table(raw_frame, params.dataset)
     pd.testing.assert_frame_equal(raw_frame, before)
+
+
+def test_each_example_comes_with_its_own_line(write_csv, raw_rows, raw_params, columns):
+    """Examples are distinct values; lines used to be the first five failing rows, so they
+    did not belong to the examples shown beside them."""
+    from fairtrain.config import params_from_dict
+
+    raw_params["dataset"]["columns"]["sex"] = {"type": "categorical", "categories": ["Male", "Female"]}
+    params = params_from_dict(raw_params)
+    rows = raw_rows
+    for row, value in [(2, "Mael"), (3, "Mael"), (5, "Fem")]:  # lines 4, 5 and 7
+        rows[row][columns.index("sex")] = value
+    path = write_csv(rows)
+    report = validate_table(
+        read_raw_table(path), params.dataset, settings=params.validation, source=str(path)
+    )
+    problem = _by_check(report.errors, "categories", "sex")
+    assert problem.count == 3
+    assert problem.examples == ["Mael", "Fem"]
+    assert problem.lines == [4, 7]  # the first line of each example, in the same order
+    assert "e.g. 'Mael' (line 4), 'Fem' (line 7)" in report.summary()

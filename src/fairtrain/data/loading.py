@@ -131,6 +131,12 @@ def _iter_csv(path: Path, chunk_rows: int, invalid_rows: list) -> Iterator[pd.Da
                 f"{path}: not valid UTF-8{where}; re-save the file as UTF-8 ({text})"
             ) from None
         raise DataValidationError(f"{path}: malformed CSV: {text}") from None
+    except (OSError, EOFError) as error:
+        # A truncated or corrupt .csv.gz (pyarrow: "Truncated compressed stream") or a failing
+        # disk: a `readable` problem naming the file, not a traceback.
+        raise DataValidationError(
+            f"{path}: unreadable file (truncated or corrupt; it could not be read to the end): {error}"
+        ) from None
     finally:
         if reader is not None:
             reader.close()
@@ -138,7 +144,9 @@ def _iter_csv(path: Path, chunk_rows: int, invalid_rows: list) -> Iterator[pd.Da
 
 def describe_invalid_row(row: pacsv.InvalidRow) -> str:
     """Why a CSV row was rejected, in words."""
-    if row.text.count('"') % 2:
+    # An open quote runs on over the following lines (pyarrow hands them over in the row's
+    # text, up to the end of its read block), so a row holding a line break is one too.
+    if row.text.split("\n", 1)[0].count('"') % 2 or "\n" in row.text:
         return 'an unterminated quote (a field opened with " is never closed)'
     if row.actual_columns < row.expected_columns:
         return f"too few fields ({row.actual_columns} instead of {row.expected_columns})"
@@ -193,7 +201,9 @@ def csv_file_lines(
 
 def _read_header(path: Path) -> list[str]:
     try:
-        with _open(path, "rt", encoding="utf-8", newline="") as handle:
+        # utf-8-sig drops a byte-order mark, as pyarrow does: otherwise the first name would be
+        # "\ufeffzip", miss its forced string type and have its values guessed ("007" → 7).
+        with _open(path, "rt", encoding="utf-8-sig", newline="") as handle:
             return next(csv.reader(handle), [])
     except UnicodeDecodeError as error:
         raise DataValidationError(_utf8_message(path, error)) from None
@@ -248,12 +258,15 @@ def _utf8_message(path: Path, error: UnicodeDecodeError) -> str:
 
 
 def _first_non_utf8_line(path: Path) -> int | None:
-    with _open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
+    try:
+        with _open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return number
+    except (OSError, EOFError):  # a truncated .gz: the message then just has no line
+        return None
     return None
 
 

@@ -172,8 +172,31 @@ def target_vector(frame: pd.DataFrame, schema: DatasetConfig) -> np.ndarray:
     return (frame[schema.label] == schema.positive_class).to_numpy(np.float32)
 
 
+def check_log_transform_inputs(frame: pd.DataFrame, columns: list[str]) -> None:
+    """Refuse negative values in ``prepare.log_transform`` columns, naming column and values.
+
+    log1p would need them clipped to 0 (-5000, -10 and 0 all one value), silently changing the
+    data. Like a declared min/max this is a check of the table before training; transform()
+    at serving time still clips, as it applies no declared range either.
+    """
+    problems = []
+    for column in columns:
+        values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        negative = values < 0  # NaN (missing) compares False: imputed later, not refused
+        if negative.any():
+            examples = [float(v) for v in np.unique(values[negative])[:5]]
+            problems.append(f"column {column!r}: {int(negative.sum())} negative value(s), e.g. {examples}")
+    if problems:
+        raise DataValidationError(
+            "; ".join(problems) + "; expected values >= 0 in prepare.log_transform columns (log1p). "
+            "Declare min: 0 for them under dataset.columns so validate reports the rows, or remove "
+            "them from prepare.log_transform"
+        )
+
+
 def fit_preprocessor(train: pd.DataFrame, schema: DatasetConfig, params: PrepareConfig) -> Preprocessor:
     """Fit on the training split only, so nothing about val/test leaks into the features."""
+    check_log_transform_inputs(train, params.log_transform)
     numeric = {}
     for column in schema.numeric_features:
         values = train[column].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -210,7 +233,7 @@ def fit_preprocessor(train: pd.DataFrame, schema: DatasetConfig, params: Prepare
 
 
 def _fit_scale(values: np.ndarray, column: str, log: bool = False) -> NumericState:
-    if log:
+    if log:  # negatives were refused by check_log_transform_inputs; the clip is a no-op here
         values = np.log1p(np.clip(values, 0, None))
     present = values[~np.isnan(values)]
     if present.size == 0:

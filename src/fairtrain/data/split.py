@@ -28,7 +28,33 @@ def strata(frame: pd.DataFrame, label: str, groups: list[str]) -> np.ndarray:
     label_code = pd.factorize(frame[label], sort=True)[0]
     sizes = np.bincount(cell)
     # Rare cells fall back to their label alone, coded after every real cell.
-    return np.where(sizes[cell] >= MIN_STRATUM_ROWS, cell, len(sizes) + label_code)
+    key = np.where(sizes[cell] >= MIN_STRATUM_ROWS, cell, len(sizes) + label_code)
+    return _fold_single_rows(key, label_code)
+
+
+def _fold_single_rows(key: np.ndarray, label_code: np.ndarray) -> np.ndarray:
+    """Move the row of a one-row stratum into the largest stratum of its label (of any label
+    when it is its label's only row; lowest code on ties, so the result is deterministic).
+
+    train_test_split refuses a stratum of one row with a bare ValueError. Real cells have at
+    least ``MIN_STRATUM_ROWS`` rows, so only a label's fallback stratum can hold one row: the
+    single row of a label in rare cells (say race=Other, one positive). Folding it lets the
+    split go on, and ``_check_groups_in_every_split`` then decides about its group. Tables
+    without such a stratum keep their keys unchanged (the same splits as before).
+    """
+    counts = np.bincount(key)
+    lonely = np.flatnonzero(counts == 1)
+    if lonely.size == 0:
+        return key
+    key = key.copy()
+    for stratum in lonely:
+        (row,) = np.flatnonzero(key == stratum)
+        others = key != stratum
+        same_label = others & (label_code == label_code[row])
+        candidates = key[same_label if same_label.any() else others]
+        if candidates.size:  # else a one-row table: train_test_split explains that itself
+            key[row] = int(np.argmax(np.bincount(candidates)))
+    return key
 
 
 def split_dataset(
@@ -45,22 +71,33 @@ def split_dataset(
     """
     groups = groups or []
     positions = np.arange(len(frame))
-    rest, test = train_test_split(
-        positions,
-        test_size=params.test_size,
-        stratify=strata(frame, label, groups),
-        random_state=params.seed,
+    rest, test = _stratified_split(
+        positions, params.test_size, strata(frame, label, groups), params.seed, label, groups
     )
     # val_size is a share of the whole table, so rescale it to the remainder.
     val_share = params.val_size / (1.0 - params.test_size)
     rest_frame = frame.iloc[rest]
-    train, val = train_test_split(
-        rest, test_size=val_share, stratify=strata(rest_frame, label, groups), random_state=params.seed
+    # Strata are recomputed on the remainder (cells shrink), single rows folded again.
+    train, val = _stratified_split(
+        rest, val_share, strata(rest_frame, label, groups), params.seed, label, groups
     )
     del rest_frame
     picked = {"train": train, "val": val, "test": test}
     _check_groups_in_every_split(frame, picked, groups, params)
     return {name: frame.take(rows).reset_index(drop=True) for name, rows in picked.items()}
+
+
+def _stratified_split(
+    positions: np.ndarray, test_size: float, key: np.ndarray, seed: int, label: str, groups: list[str]
+) -> list[np.ndarray]:
+    try:
+        return train_test_split(positions, test_size=test_size, stratify=key, random_state=seed)
+    except ValueError as error:  # e.g. a table too small for its strata: say what was split
+        sizes = np.bincount(key)
+        raise DataValidationError(
+            f"cannot split {len(positions)} rows stratified on {[label, *groups]} "
+            f"(smallest strata: {sorted(int(n) for n in sizes[sizes > 0])[:5]} rows): {error}"
+        ) from None
 
 
 def _check_groups_in_every_split(

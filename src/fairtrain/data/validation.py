@@ -52,10 +52,15 @@ class Problem:
     def describe(self) -> str:
         where = f"column {self.column!r}: " if self.column else ""
         text = f"{where}{self.message}"
-        if self.examples:
-            text += f"; e.g. {self.examples}"
-        if self.lines:
-            text += f" at line(s) {self.lines}"
+        if self.examples and len(self.lines) == len(self.examples):
+            # lines[i] is where examples[i] was found: show each value with its line.
+            pairs = ", ".join(f"{e!r} (line {n})" for e, n in zip(self.examples, self.lines, strict=True))
+            text += f"; e.g. {pairs}"
+        else:
+            if self.examples:
+                text += f"; e.g. {self.examples}"
+            if self.lines:
+                text += f" at line(s) {self.lines}"
         if self.expected:
             text += f"; expected {self.expected}"
         return text
@@ -247,6 +252,7 @@ class TableValidator:
         self.missing_counts: dict[str, int] = {}
         self.label_counts: dict[str, int] = {}
         self.group_counts: dict[str, dict[str, int]] = {}
+        self.swallowed_lines = 0  # lines lost inside unterminated quotes
 
     # -- problems accumulate by (column, check) across chunks
     def _add(
@@ -256,18 +262,21 @@ class TableValidator:
         problem = self.errors.get(key)
         if problem is None:
             problem = self.errors[key] = Problem(column, check, message, expected=expected)
-        problem.count += count if values is None else len(values)
-        if values is not None:
-            for value in values:
-                text = str(value)
-                if len(problem.examples) >= MAX_EXAMPLES:
-                    break
-                if text not in problem.examples:
-                    problem.examples.append(text)
-        if index is not None:
-            # Data row i sits on line i + 2 of a CSV with a header (lines count from 1).
-            room = MAX_EXAMPLES - len(problem.lines)
-            problem.lines += [int(i) + 2 for i in list(index)[: max(room, 0)]]
+        problem.count += count or (0 if values is None else len(values))
+        if values is None:
+            return
+        rows = list(index) if index is not None else None
+        for position, value in enumerate(values):
+            if len(problem.examples) >= MAX_EXAMPLES:
+                break
+            text = str(value)
+            if text in problem.examples:
+                continue  # one example per distinct value ...
+            problem.examples.append(text)
+            if rows is not None:
+                # ... with the line it was first seen on, so lines[i] belongs to examples[i].
+                # Data row i sits on line i + 2 of a CSV with a header (lines count from 1).
+                problem.lines.append(int(rows[position]) + 2)
 
     def add_error(self, problem: Problem) -> None:
         self.errors[(problem.column, problem.check)] = problem
@@ -285,11 +294,21 @@ class TableValidator:
                 expected=f"{len(self.schema.columns)} comma-separated fields per row, quotes closed",
             ),
         )
-        problem.count += 1
+        # An unterminated quote swallows the lines after it (up to the end of pyarrow's read
+        # block): they arrive in ``text`` and are lost with the row, so count and say so.
+        first, *swallowed = text.rstrip("\r\n").split("\n")
+        problem.count += 1 + len(swallowed)
+        if swallowed:
+            self.swallowed_lines += len(swallowed)
+            problem.message = (
+                f"row(s) that do not parse: {why}; the open quote also swallowed the "
+                f"{self.swallowed_lines} line(s) after it, which were not read or checked "
+                "(count includes them)"
+            )
         if len(problem.examples) < MAX_EXAMPLES:
-            problem.examples.append(text[:200])
-        if line is not None and len(problem.lines) < MAX_EXAMPLES:
-            problem.lines.append(int(line))
+            problem.examples.append(first[:200])
+            if line is not None:
+                problem.lines.append(int(line))
 
     def feed(self, chunk: pd.DataFrame, first_row: int = 0) -> pd.DataFrame | None:
         """Check one chunk (rows ``first_row`` onwards); return its cleaned copy, or None when
@@ -357,14 +376,17 @@ class TableValidator:
                     )
                     continue
                 message, expected = _expected(str(check), str(column), self.schema)
-                index = pd.to_numeric(cells["index"], errors="coerce").dropna().astype(int)
+                # Keep values and row numbers paired: examples are drawn from located cells only.
+                index = pd.to_numeric(cells["index"], errors="coerce")
+                located = index.notna().to_numpy()
                 self._add(
                     str(column),
                     str(check),
                     message,
-                    values=cells["failure_case"],
-                    index=index,
+                    values=cells["failure_case"][located] if located.any() else cells["failure_case"],
+                    index=index[located].astype(int) if located.any() else None,
                     expected=expected,
+                    count=len(cells),
                 )
 
     def _aggregate(self, chunk: pd.DataFrame, present: list[str]) -> None:
@@ -389,7 +411,10 @@ class TableValidator:
     def finish(self) -> ValidationReport:
         schema, settings = self.schema, self.settings
         report = ValidationReport(source=self.source, rows=self.rows, columns=self.columns or [])
-        if self.rows == 0:
+        # No rows is only its own problem when the file was read to the end: after a read
+        # failure ("readable", e.g. an empty file) or an abort, the cause is already reported.
+        cause_known = any(check in ("readable", "aborted") for _, check in self.errors)
+        if self.rows == 0 and not cause_known:
             report.errors.append(
                 Problem(None, "empty", "the table has a header but no rows", expected="at least one data row")
             )

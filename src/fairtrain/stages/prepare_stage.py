@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
 
 from fairtrain.config import Params
-from fairtrain.data.preprocessing import fit_preprocessor, target_vector
+from fairtrain.data.preprocessing import check_log_transform_inputs, fit_preprocessor, target_vector
 from fairtrain.data.reference_stats import reference_statistics
 from fairtrain.data.split import content_sha256, split_dataset
 from fairtrain.data.validation import add_group_columns
-from fairtrain.io import atomic_directory, file_sha256, write_json
+from fairtrain.io import atomic_directory, atomic_path, file_sha256, write_json
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +28,31 @@ def prepare_stage(
     stats_path: Path,
     reference_path: Path | None = None,
 ) -> dict:
-    """Split, fit preprocessing on train only, and write the splits + preprocessing state."""
+    """Split, fit preprocessing on train only, and write the splits + preprocessing state.
+
+    Every payload is computed before anything is written, and the outputs (split folder,
+    stats, reference statistics) are staged and only renamed into place once all of them are
+    complete: a failure leaves the previous outputs together, never new splits beside old
+    reference statistics.
+    """
     # Binned sensitive features get their group labels in `<feature>_group` (DatasetConfig.group_columns).
     frame = add_group_columns(pd.read_parquet(validated_path), params.dataset)
+    # The whole table, not just train: a negative value in val/test would be clipped unseen.
+    check_log_transform_inputs(frame, params.prepare.log_transform)
     splits = split_dataset(frame, params.dataset.label, params.prepare, params.dataset.group_columns)
     preprocessor = fit_preprocessor(splits["train"], params.dataset, params.prepare)
-    with atomic_directory(output_dir) as staging:
-        for name in SPLITS:
-            splits[name].to_parquet(staging / f"{name}.parquet", index=False)
-        write_json(staging / PREPROCESSOR_FILE, preprocessor.to_dict())
-        file_hashes = {name: file_sha256(staging / f"{name}.parquet") for name in SPLITS}
     schema = params.dataset
+    # What `fairtrain drift` compares new batches with.
+    reference = (
+        None
+        if reference_path is None
+        else reference_statistics(splits["train"], schema, params.drift.reference)
+    )
     stats = {
         "rows": {name: len(splits[name]) for name in SPLITS},
         # Row-level content hashes: the same validated rows and seed give the same splits.
         "content_sha256": {"input": content_sha256(frame), **{n: content_sha256(splits[n]) for n in SPLITS}},
-        "file_sha256": file_hashes,
+        "file_sha256": {},  # filled once the split files are staged (keeps the key order)
         "group_columns": schema.group_columns,
         "positive_rate": {name: float(target_vector(splits[name], schema).mean()) for name in SPLITS},
         "n_features": preprocessor.n_features,
@@ -62,8 +72,18 @@ def prepare_stage(
             **params.prepare.model_dump(mode="json"),
         },
     }
-    write_json(stats_path, stats)
-    if reference_path is not None:  # what `fairtrain drift` compares new batches with
-        write_json(reference_path, reference_statistics(splits["train"], schema, params.drift.reference))
+    with ExitStack() as stack:
+        # Entered in this order, renamed into place in reverse (reference, stats, splits) and
+        # only when the block completes: an exception in it replaces none of them.
+        staging = stack.enter_context(atomic_directory(output_dir))
+        stats_tmp = stack.enter_context(atomic_path(stats_path))
+        reference_tmp = None if reference_path is None else stack.enter_context(atomic_path(reference_path))
+        for name in SPLITS:
+            splits[name].to_parquet(staging / f"{name}.parquet", index=False)
+        write_json(staging / PREPROCESSOR_FILE, preprocessor.to_dict())
+        stats["file_sha256"] = {name: file_sha256(staging / f"{name}.parquet") for name in SPLITS}
+        write_json(stats_tmp, stats)
+        if reference_tmp is not None:
+            write_json(reference_tmp, reference)
     log.info("split %s rows into %s; %d model features", len(frame), stats["rows"], preprocessor.n_features)
     return stats

@@ -53,6 +53,7 @@ def validate_stage(
     )
     arrow_schema = cleaned_arrow_schema(schema)
     report = None
+    report_written = False
     try:
         with atomic_path(validated_path) as tmp:
             with pq.ParquetWriter(tmp, arrow_schema) as writer:
@@ -74,15 +75,36 @@ def validate_stage(
             if is_csv(raw_path):
                 locate_lines(report, raw_path, [row.number for row in invalid_rows])
             _write_report(report, report_path)
+            report_written = True
             if not report.passed:
                 raise DataValidationError(report.summary())
-    finally:
-        if report is None:  # an unexpected failure: still say so on disk
+    except BaseException as error:
+        if not report_written or report.passed:
+            # A crash or an interrupt (SIGTERM arrives as KeyboardInterrupt, see runner.py)
+            # before a failed report was written: the rows read so far are not the whole file
+            # (or the validated table never reached its place), so the report on disk must say
+            # failed and why, never "passed".
+            validator.add_error(aborted_problem(error))
             _write_report(validator.finish(), report_path)
+        raise
     for warning in report.warnings:
         log.warning("%s", warning.describe())
     log.info("%s: %d rows, %d columns passed validation", raw_path, report.rows, len(report.columns))
     return report
+
+
+def aborted_problem(error: BaseException) -> Problem:
+    """The error recorded when validation stops before the end of the file."""
+    if isinstance(error, KeyboardInterrupt):
+        why = f"interrupted ({error})" if str(error) else "interrupted"
+    else:
+        why = f"{type(error).__name__}: {error}"
+    return Problem(
+        None,
+        "aborted",
+        f"validation stopped before the end of the file: {why}; the counts cover only the rows read",
+        expected="a complete run over the whole file (fix the cause and run validate again)",
+    )
 
 
 def locate_lines(report: ValidationReport, path: Path, skipped: list[int]) -> None:
