@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 from fairtrain import tracking
 from fairtrain.config import load_params
 from fairtrain.errors import FairtrainError, TrackingError
+from fairtrain.io import atomic_path
 from fairtrain.registry import promotion
 
 LINEAGE_TAGS = (
@@ -194,11 +195,20 @@ def cmd_promote(args: argparse.Namespace, client: MlflowClient) -> None:
 def cmd_predict(args: argparse.Namespace, client: MlflowClient) -> None:
     import mlflow.pyfunc
 
+    from fairtrain.data.loading import read_raw_table
+
     uri = args.model or f"models:/{_model_name(args)}@{promotion.CHAMPION}"
-    try:
-        rows = pd.read_csv(args.input)
-    except (OSError, ValueError) as error:
-        raise FairtrainError(f"{args.input}: cannot read rows: {error}") from None
+    if args.output and not args.output.parent.is_dir():  # before any scoring work
+        raise FairtrainError(
+            f"--output {args.output}: folder {args.output.parent} does not exist; expected an "
+            "existing folder (create it first)"
+        )
+    if not args.input.is_file():
+        raise FairtrainError(f"{args.input}: file not found; expected a CSV or Parquet file of raw rows")
+    # The pipeline's reader: every CSV cell as written ("NA", "None", "" are data, "02139"
+    # keeps its zero) and left to the model's preprocessing, as in validate and prepare. Plain
+    # pd.read_csv made those NaN or numbers, so the same file scored differently here.
+    rows = read_raw_table(args.input)
     try:
         model = mlflow.pyfunc.load_model(uri)
         predictions = model.predict(rows)
@@ -206,7 +216,11 @@ def cmd_predict(args: argparse.Namespace, client: MlflowClient) -> None:
         raise TrackingError(f"{uri}: {error.message}") from None
     scored = pd.concat([rows.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
     if args.output:  # the file is written whether or not --json also prints the predictions
-        scored.to_csv(args.output, index=False)
+        try:
+            with atomic_path(args.output) as tmp:  # no half-written file, an earlier one survives
+                scored.to_csv(tmp, index=False)
+        except OSError as error:
+            raise FairtrainError(f"--output {args.output}: cannot write the scored rows: {error}") from None
         print(f"{len(scored)} rows scored by {uri} → {args.output}", file=sys.stderr)
     if args.json:
         print(predictions.to_json(orient="records"))
@@ -234,8 +248,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
 def cmd_append_batch(args: argparse.Namespace) -> int:
     from fairtrain.monitoring.batches import append_batch
 
-    schema = load_params(args.params).dataset
-    rows = append_batch(schema.path, args.batch, schema)
+    params = load_params(args.params)
+    schema = params.dataset
+    rows = append_batch(schema.path, args.batch, schema, params.validation)
     _emit(args, {"dataset": schema.path, "rows": rows}, f"{schema.path}: {rows} rows")
     return 0
 
@@ -271,11 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--rollback", action="store_true", help="swap champion and previous-champion")
     promote.add_argument("--force", action="store_true", help="promote even if its gates failed")
     promote.set_defaults(run=cmd_promote)
-    predict = commands.add_parser("predict", parents=[common], help="score a CSV of raw rows")
-    predict.add_argument("input", type=Path, help="CSV with the model's raw input columns")
+    predict = commands.add_parser("predict", parents=[common], help="score a CSV (or Parquet) of raw rows")
+    predict.add_argument(
+        "input", type=Path, help="CSV (.csv, .csv.gz) or Parquet file with the model's raw input columns"
+    )
     predict.add_argument("--model", help="model URI (default: models:/<name>@champion)")
     predict.add_argument(
-        "--output", type=Path, help="write rows + predictions as CSV (default: stdout); --json prints too"
+        "--output",
+        type=Path,
+        help="write rows + predictions as CSV into an existing folder (default: stdout); --json prints too",
     )
     predict.set_defaults(run=cmd_predict)
     drift = commands.add_parser(

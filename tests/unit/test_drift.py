@@ -230,12 +230,130 @@ def test_appending_the_same_batch_gives_the_same_bytes(tmp_path, sample, project
 
     batch = tmp_path / "batch.csv"
     sample.iloc[:300].to_csv(batch, index=False)
+    # 800 rows hold race groups below min_group_rows: the merged file is checked with warnings.
+    settings = project_params.validation.model_copy(update={"small_group": "warn"})
     copies = []
     for name in ("first", "second"):
         dataset = tmp_path / name / "adult.csv.gz"
         write_csv_gz(sample.iloc[300:800], dataset)
-        assert append_batch(dataset, batch, project_params.dataset) == 800
+        assert append_batch(dataset, batch, project_params.dataset, settings) == 800
         copies.append(dataset.read_bytes())
     assert copies[0] == copies[1]
     merged = read_raw_table(tmp_path / "first" / "adult.csv.gz")
     assert len(merged) == 800 and list(merged.columns) == list(sample.columns)
+
+
+def _validate_file(path, params, tmp_path):
+    """Run the validate stage on a file; raises (DataValidationError) where `dvc repro` would stop."""
+    from fairtrain.stages.validate_stage import validate_stage
+
+    return validate_stage(params, path, tmp_path / "validated.parquet", tmp_path / "validation.json")
+
+
+def test_parquet_batch_appended_to_csv_gz_dataset_passes_validation(tmp_path, sample, project_params):
+    """A typed batch is written as the CSV's own text: missing values as the declared marker
+    (not an empty cell, which failed validation) and whole numbers without ".0"."""
+    from fairtrain.data.generators import write_csv_gz
+    from fairtrain.data.loading import read_raw_table
+    from fairtrain.monitoring.batches import append_batch
+
+    schema = project_params.dataset
+    dataset = tmp_path / "adult.csv.gz"
+    write_csv_gz(sample.iloc[:5000], dataset)
+    rows = sample.iloc[5000:5300].reset_index(drop=True)
+    rows.loc[1, "age"] = "?"
+    clean_table(rows, schema).to_parquet(tmp_path / "batch.parquet", index=False)
+
+    assert append_batch(dataset, tmp_path / "batch.parquet", schema, project_params.validation) == 5300
+    merged = read_raw_table(dataset)
+    assert merged.loc[5001, "age"] == "?"
+    assert merged.loc[5000, "age"] == rows.loc[0, "age"] and "." not in merged.loc[5000, "fnlwgt"]
+    assert merged["workclass"].iloc[5000:].tolist() == rows["workclass"].str.strip().tolist()  # "?" stays
+    assert _validate_file(dataset, project_params, tmp_path).passed
+
+
+def test_csv_batch_with_missing_marker_appended_to_parquet_dataset(tmp_path, sample, project_params):
+    """ "?" in a numeric CSV column is a missing value, stored as null in the Parquet dataset
+    (it used to stop the append with a bare ValueError from a failed cast)."""
+    from fairtrain.monitoring.batches import append_batch
+
+    schema = project_params.dataset
+    dataset = tmp_path / "adult.parquet"
+    clean_table(sample.iloc[:5000], schema).to_parquet(dataset, index=False)
+    rows = sample.iloc[5000:5300].reset_index(drop=True)
+    rows.loc[1, "age"] = "?"
+    rows.to_csv(tmp_path / "batch.csv", index=False)
+
+    assert append_batch(dataset, tmp_path / "batch.csv", schema, project_params.validation) == 5300
+    merged = pd.read_parquet(dataset)
+    assert merged["age"].dtype == np.float64 and np.isnan(merged.loc[5001, "age"])
+    assert merged.loc[5000, "age"] == float(rows.loc[0, "age"])
+    assert _validate_file(dataset, project_params, tmp_path).passed
+
+
+def test_values_that_do_not_fit_the_parquet_dataset_are_refused_naming_both_files(
+    tmp_path, sample, project_params
+):
+    from fairtrain.monitoring.batches import append_batch
+
+    schema = project_params.dataset
+    dataset = tmp_path / "adult.parquet"
+    typed = clean_table(sample.iloc[:3000], schema)
+    typed.astype({"age": "int64"}).to_parquet(dataset, index=False)
+    before = dataset.read_bytes()
+    rows = sample.iloc[3000:3100].reset_index(drop=True)
+    rows.loc[4, "age"] = "41.5"
+    rows.to_csv(tmp_path / "batch.csv", index=False)
+    with pytest.raises(DataValidationError) as error:
+        append_batch(dataset, tmp_path / "batch.csv", schema, project_params.validation)
+    message = str(error.value)
+    assert "batch.csv" in message and "adult.parquet" in message and "'age'" in message
+    assert "41.5" in message and "int64" in message
+    assert dataset.read_bytes() == before
+
+
+def test_a_merge_that_would_fail_validation_never_lands(tmp_path, sample, project_params):
+    """Batches may hold small groups (a warning); the merged file must pass the validate stage
+    as configured, or the dataset is left as it was."""
+    from fairtrain.data.generators import write_csv_gz
+    from fairtrain.monitoring.batches import append_batch
+
+    dataset = tmp_path / "adult.csv.gz"
+    write_csv_gz(sample.iloc[:3000][sample.iloc[:3000]["race"] != "Other"], dataset)
+    before = dataset.read_bytes()
+    batch = sample.iloc[3000:3300]
+    batch = pd.concat([batch[batch["race"] != "Other"], batch[batch["race"] == "Other"].head(1)])
+    batch.to_csv(tmp_path / "batch.csv", index=False)
+    with pytest.raises(DataValidationError, match=r"merged table would fail validation[\s\S]*'Other': 1"):
+        append_batch(dataset, tmp_path / "batch.csv", project_params.dataset, project_params.validation)
+    assert dataset.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_batch_validation_uses_the_validate_settings_of_params(tmp_path, sample, project_params, caplog):
+    """`drift` and `append-batch` check a batch with params.yaml's `validate:` section (small
+    groups only warn), not the built-in defaults."""
+    from fairtrain.monitoring.drift_report import run_drift_check
+
+    batch = sample.iloc[:300].copy()
+    batch.loc[batch.index[:60], "workclass"] = "?"  # 20% missing
+    batch.to_csv(tmp_path / "batch.csv", index=False)
+    reference = reference_statistics(
+        clean_table(sample.iloc[300:3000], project_params.dataset),
+        project_params.dataset,
+        project_params.drift.reference,
+    )
+    (tmp_path / "reference.json").write_text(json.dumps(reference))
+
+    def warned(share: float) -> bool:
+        params = shrink_params(project_params, validate={"missing_warning_share": share})
+        caplog.clear()
+        run_drift_check(params, tmp_path / "batch.csv", tmp_path / "reference.json", None, None)
+        return any(
+            "'workclass'" in r.getMessage() and "missing value" in r.getMessage() for r in caplog.records
+        )
+
+    assert warned(0.05)
+    assert not warned(0.5)
+    strict = project_params.validation.model_copy(update={"small_group": "error", "min_group_rows": 1000})
+    load_batch(tmp_path / "batch.csv", project_params.dataset, strict)  # small groups never fail a batch

@@ -888,3 +888,30 @@ def test_report_stage_without_a_mitigation_report_says_so(params, recorded, tmp_
     card = report_stage(params, inputs, tmp_path / "card.md", tmp_path / "card.html")
     assert "No bias mitigation was applied (no mitigation report was given to the report stage)" in card
     assert (tmp_path / "card.html").read_text().count("<section") >= 13
+
+
+def test_mitigation_on_a_binned_feature_keeps_its_per_group_table(params, recorded):
+    """The rule names the raw feature (`age`); the audit, and the mitigation, are per bin under
+    `age_group`. Looking `age` up in the audit found nothing and the table silently vanished."""
+    report = _mitigation_report()
+    report["rule"]["sensitive_feature"] = "age"
+    report["rule"]["bins"] = {"edges": [17, 45, 91], "labels": ["17-44", "45+"]}
+    for side in ("before", "after"):
+        audit = report[side]["fairness"].pop("sex")
+        audit["groups"] = {"17-44": audit["groups"]["Female"], "45+": audit["groups"]["Male"]}
+        report[side]["fairness"]["age_group"] = audit
+    recorded["mitigation"] = report
+    section = _section(render_model_card(params, recorded), "Bias mitigation")
+    assert "constraint `equalized_odds` on `age`" in section
+    assert "Per group of `age_group` (the bins of `age`), before → after:" in section
+    assert "| 17-44 | 81 | 0.930 → 0.930 | 0.110 → 0.200 |" in section
+    assert "| 45+ | 166 |" in section
+
+
+def test_mitigation_group_column_is_the_audited_key(recorded):
+    from fairtrain.reporting.model_card import mitigation_group_column
+
+    report = _mitigation_report()
+    assert mitigation_group_column(report) == "sex"
+    report["rule"]["sensitive_feature"] = "age"  # neither `age` nor `age_group` audited
+    assert mitigation_group_column(report) is None

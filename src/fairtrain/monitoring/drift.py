@@ -18,6 +18,7 @@ The decision is ``retrain`` when at least ``min_drifted_checks`` checks drift.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from fairtrain.data.reference_stats import (
 from fairtrain.data.validation import clean_table, validate_table
 from fairtrain.errors import DataValidationError, FairtrainError
 
+log = logging.getLogger(__name__)
+
 UNSEEN = "<unseen>"
 # PSI is undefined for an empty bin; both sides are floored at this share (a common choice).
 PSI_FLOOR = 1e-4
@@ -51,15 +54,23 @@ def psi(reference: list[float], batch: list[float]) -> float:
     return float(np.sum((b - r) * np.log(b / r)))
 
 
-def load_batch(path: str | Path, schema: DatasetConfig) -> pd.DataFrame:
+def load_batch(
+    path: str | Path, schema: DatasetConfig, settings: ValidateConfig | None = None
+) -> pd.DataFrame:
     """Read a batch file like ``dataset.path`` and validate it against the same schema (label
-    included: the label checks need it); returns the typed, cleaned table."""
+    included: the label checks need it) with ``settings`` (``params.validation``; the built-in
+    defaults when None); returns the typed, cleaned table."""
     frame = read_raw_table(path)
-    # Every cell is checked as in validate; a group too small to audit is only a warning here:
-    # a batch is often small, and the drift check reports (not gates) groups below its minimum.
-    report = validate_table(frame, schema, source=str(path), settings=ValidateConfig(small_group="warn"))
+    # Every cell is checked as in validate, with the project's `validate:` settings; only a group
+    # too small to audit is a warning here whatever small_group says: a batch is often small,
+    # and the drift check reports (not gates) groups below its minimum.
+    settings = (settings or ValidateConfig()).model_copy(update={"small_group": "warn"})
+    report = validate_table(frame, schema, source=str(path), settings=settings)
     if not report.passed:
         raise DataValidationError(f"batch {path}: {report.summary()}")
+    for warning in report.warnings:  # as the validate stage logs them; they never fail a batch
+        if warning.check != "small_group":  # expected in a batch; the drift report lists them
+            log.warning("batch %s: %s", path, warning.describe())
     return clean_table(frame, schema)
 
 

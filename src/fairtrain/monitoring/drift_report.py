@@ -94,7 +94,7 @@ def run_drift_check(
             "run `dvc pull` or `dvc repro prepare`)"
         )
     report = check_drift(
-        load_batch(batch_path, params.dataset),
+        load_batch(batch_path, params.dataset, params.validation),
         read_json(reference_path),
         params.dataset,
         params.drift,

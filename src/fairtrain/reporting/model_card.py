@@ -22,7 +22,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markdown_it import MarkdownIt
 
-from fairtrain.config import Params
+from fairtrain.config import DatasetConfig, Params
 from fairtrain.errors import FairtrainError
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -281,6 +281,19 @@ def mitigation_rows(mitigation: dict) -> tuple[list[dict], list[dict]]:
     return overall, features
 
 
+def mitigation_group_column(mitigation: dict) -> str | None:
+    """The audit key (column) of the groups the mitigated rule is fitted on, or None when the
+    audit has none. The rule names the raw feature; a binned numeric one (``age``) is audited,
+    and mitigated, per bin under its group column (``age_group``), so looking the raw name up
+    in the audit found nothing and the per-group before/after table silently disappeared."""
+    feature = mitigation["rule"]["sensitive_feature"]
+    audited = mitigation["before"]["fairness"]
+    for column in (feature, DatasetConfig.group_column(feature)):
+        if column in audited and column in mitigation["after"]["fairness"]:
+            return column
+    return None
+
+
 def disparity_findings(fairness: dict) -> list[str]:
     """Plain-language statements of the largest per-group gaps, for the ethics section."""
     findings = []
@@ -363,6 +376,9 @@ def render_model_card(
         attribution_groups=top_columns_by_group(recorded["attributions"]),
         mitigation_tables=(
             mitigation_rows(recorded["mitigation"]) if recorded["mitigation"].get("enabled") else ([], [])
+        ),
+        mitigation_groups=(
+            mitigation_group_column(recorded["mitigation"]) if recorded["mitigation"].get("enabled") else None
         ),
         lineage=(registry or {}).get("lineage"),
         comparison=(registry or {}).get("comparison"),

@@ -1,0 +1,137 @@
+"""`fairtrain predict`: rows read as the pipeline reads them, clear errors about --output.
+
+The model is a real MLflow pyfunc saved to a folder (fitted preprocessing, an untrained
+network, fairtrain's serving code), so no registry is needed: `--model` takes its path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import fairtrain
+from fairtrain.cli import main
+from fairtrain.data.loading import read_raw_table
+from fairtrain.data.preprocessing import fit_preprocessor
+from fairtrain.data.validation import clean_table
+from fairtrain.io import write_json
+from fairtrain.models.export import model_from_architecture, save_model
+from fairtrain.registry.pyfunc_model import MODEL_DIR, PREPROCESSOR, SERVING, FairtrainModel
+from fairtrain.registry.register import MODEL_CODE
+from tests.helpers import PROJECT_ROOT, adult_sample
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, adult_raw, project_params) -> dict[str, str]:
+    schema = project_params.dataset
+    folder = tmp_path_factory.mktemp("served")
+    preprocessor = fit_preprocessor(
+        clean_table(adult_sample(adult_raw, 2000), schema), schema, project_params.prepare
+    )
+    architecture = {"n_features": preprocessor.n_features, "hidden_sizes": [8]}
+    torch.manual_seed(0)
+    save_model(folder / "model", model_from_architecture(architecture).state_dict(), architecture)
+    write_json(folder / "preprocessor.json", preprocessor.to_dict())
+    write_json(
+        folder / "serving.json",
+        {"threshold": 0.5, "positive_class": schema.positive_class, "negative_class": schema.negative_class},
+    )
+    return {
+        MODEL_DIR: str(folder / "model"),
+        PREPROCESSOR: str(folder / "preprocessor.json"),
+        SERVING: str(folder / "serving.json"),
+    }
+
+
+@pytest.fixture(scope="module")
+def model_path(artifacts, tmp_path_factory) -> Path:
+    """The pyfunc as the register stage logs it (models from code, fairtrain packaged)."""
+    path = tmp_path_factory.mktemp("pyfunc") / "model"
+    mlflow.pyfunc.save_model(
+        str(path),
+        python_model=str(MODEL_CODE),
+        artifacts=artifacts,
+        code_paths=[str(Path(fairtrain.__file__).parent)],
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(artifacts) -> FairtrainModel:
+    """The same model in this process, for the expected scores."""
+    model = FairtrainModel()
+    model.load(artifacts)
+    return model
+
+
+@pytest.fixture
+def predict(model_path, mlflow_store, capsys):
+    """Run `fairtrain predict ... --model <the saved pyfunc>` (the CLI still opens a tracking
+    store: a fresh one); returns (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(
+            ["--params", str(PROJECT_ROOT / "params.yaml"), "predict", *args, "--model", str(model_path)]
+        )
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def test_predict_scores_text_like_na_as_the_pipeline_reads_it(tmp_path, adult_raw, served, predict):
+    """ "NA" is an occupation to the pipeline (read with keep_default_na=False); plain
+    pd.read_csv made it NaN, so the same row scored differently through predict."""
+    rows = adult_sample(adult_raw, 5, seed=3).drop(columns=["income-per-year"])
+    rows.loc[1, "occupation"] = "NA"
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    pipeline = served.predict(None, read_raw_table(tmp_path / "rows.csv"))
+    as_nan = served.predict(None, rows.replace({"occupation": {"NA": np.nan}}))
+    assert pipeline.loc[1, "probability"] != pytest.approx(as_nan.loc[1, "probability"])  # it matters
+
+    code, out, err = predict(str(tmp_path / "rows.csv"), "--json", "--output", str(tmp_path / "scored.csv"))
+    assert code == 0, err
+    printed = pd.DataFrame(json.loads(out))  # to_json keeps 10 digits
+    np.testing.assert_allclose(printed["probability"], pipeline["probability"], rtol=0, atol=1e-9)
+    written = read_raw_table(tmp_path / "scored.csv")
+    np.testing.assert_array_equal(written["probability"].astype(float), pipeline["probability"])
+    assert written.loc[1, "occupation"] == "NA"  # the rows go out as they came in
+
+
+def test_predict_output_into_a_missing_folder_is_a_clear_error(tmp_path, adult_raw, predict):
+    rows = adult_sample(adult_raw, 3).drop(columns=["income-per-year"])
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    target = tmp_path / "no-such-folder" / "scored.csv"
+    code, _, err = predict(str(tmp_path / "rows.csv"), "--output", str(target))
+    assert code == 1
+    assert str(target) in err and "does not exist" in err and "Traceback" not in err
+    assert not target.parent.exists()
+
+
+def test_predict_output_keeps_an_earlier_file_when_writing_fails(tmp_path, adult_raw, predict, monkeypatch):
+    rows = adult_sample(adult_raw, 3).drop(columns=["income-per-year"])
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    target = tmp_path / "scored.csv"
+    target.write_text("earlier result\n")
+
+    def disk_full(self, path, *args, **kwargs):
+        with open(path, "w") as handle:
+            handle.write("half a fi")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
+    code, _, err = predict(str(tmp_path / "rows.csv"), "--output", str(target))
+    assert code == 1 and str(target) in err and "No space left" in err
+    assert target.read_text() == "earlier result\n"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_predict_names_a_missing_input_file(tmp_path, predict):
+    code, _, err = predict(str(tmp_path / "absent.csv"))
+    assert code == 1 and "absent.csv" in err and "file not found" in err
