@@ -23,6 +23,12 @@ def test_a_failure_while_writing_the_outputs_leaves_the_previous_ones(
 ):
     first = run_after_training(lenient, prepared, tmp_path, epochs=1)
     before = _snapshot(tmp_path / "eval")
+
+    def evaluate(params):
+        inputs = [prepared[name] for name in ("train", "val", "test", "preprocessor")]
+        model = [tmp_path / "models/model", tmp_path / "models/mlflow_run.json"]
+        return evaluate_stage(params, *inputs, *model, first["outputs"])
+
     assert len(before) > 15 and any(name.startswith("figures/") for name in before)
 
     # Another threshold rule changes most outputs; the disk "fills up" at calibration.json,
@@ -39,30 +45,12 @@ def test_a_failure_while_writing_the_outputs_leaves_the_previous_ones(
 
     monkeypatch.setattr(Path, "write_text", full_at_calibration)
     with pytest.raises(OSError, match="No space left"):
-        evaluate_stage(
-            other,
-            prepared["train"],
-            prepared["val"],
-            prepared["test"],
-            prepared["preprocessor"],
-            tmp_path / "models/model",
-            tmp_path / "models/mlflow_run.json",
-            first["outputs"],
-        )
+        evaluate(other)
     assert failed, "the failure came while the outputs were being written"
     assert _snapshot(tmp_path / "eval") == before, "no output replaced, no staging file left"
 
     monkeypatch.setattr(Path, "write_text", write_text)
-    evaluate_stage(
-        other,
-        prepared["train"],
-        prepared["val"],
-        prepared["test"],
-        prepared["preprocessor"],
-        tmp_path / "models/model",
-        tmp_path / "models/mlflow_run.json",
-        first["outputs"],
-    )
+    evaluate(other)
     after = _snapshot(tmp_path / "eval")
     assert after.keys() == before.keys()
     assert after["evaluation.json"] != before["evaluation.json"], "the rerun did replace them"
