@@ -229,7 +229,7 @@ def test_bad_input_stops_at_validate_and_keeps_earlier_results(repo, adult_raw):
 
     assert done.returncode != 0
     message = done.stderr
-    assert "column 'age'" in message and "'abc'" in message and "line(s) [5]" in message
+    assert "column 'age'" in message and "'abc' (line 5)" in message
     assert "'maybe'" in message and "label_values" in message
     report = json.loads((root / "metrics/validation.json").read_text())
     assert report["status"] == "failed" and report["error_count"] == 2
