@@ -330,7 +330,7 @@ def test_typed_parquet_passes_in_chunks(tmp_path, raw_params):
 def test_a_run_stopped_mid_read_reports_failed_not_passed(tmp_path, raw_params, monkeypatch, error, needle):
     """An interrupt or crash after some rows were read: the report says failed and why,
     never "passed" over the rows read so far (it used to)."""
-    from fairtrain.stages import validate_stage as stage
+    from fairtrain.data import file_check
 
     path = tmp_path / "t.csv"
     path.write_text(_csv_text(RAW_ROWS), encoding="utf-8")
@@ -339,7 +339,7 @@ def test_a_run_stopped_mid_read_reports_failed_not_passed(tmp_path, raw_params, 
         yield pd.DataFrame(RAW_ROWS[5:], columns=COLUMNS)  # both classes: it used to "pass"
         raise error
 
-    monkeypatch.setattr(stage, "iter_raw_chunks", first_chunk_then_fail)
+    monkeypatch.setattr(file_check, "iter_raw_chunks", first_chunk_then_fail)
     out, report = tmp_path / "v.parquet", tmp_path / "v.json"
     with pytest.raises(type(error)):
         validate_stage(_params(raw_params), path, out, report)

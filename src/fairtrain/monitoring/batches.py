@@ -16,16 +16,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fairtrain.config import ColumnSpec, ColumnType, DatasetConfig, ValidateConfig
-from fairtrain.data.loading import (
-    CSV_SUFFIXES,
-    PARQUET_SUFFIXES,
-    describe_invalid_row,
-    is_csv,
-    iter_raw_chunks,
-    read_raw_table,
-)
+from fairtrain.data.file_check import check_file
+from fairtrain.data.loading import CSV_SUFFIXES, PARQUET_SUFFIXES, is_csv, read_raw_table
 from fairtrain.data.parsing import as_text, missing_mask, parse_boolean, parse_datetime, parse_numeric
-from fairtrain.data.validation import MAX_EXAMPLES, Problem, TableValidator
+from fairtrain.data.validation import MAX_EXAMPLES, TableValidator
 from fairtrain.errors import DataValidationError
 from fairtrain.io import atomic_path
 from fairtrain.monitoring.drift import load_batch
@@ -288,21 +282,13 @@ def _check_merged(
     """Validate the written file as the validate stage will read it; raise (so the atomic write
     is dropped and the dataset stays as it was) when it would fail there."""
     validator = TableValidator(schema, str(dataset_path), settings, parquet_source=not is_csv(dataset_path))
-    invalid_rows: list = []
     with tempfile.TemporaryDirectory(prefix="fairtrain-append-") as folder:
         # The reader picks the format (and gzip) from the name; the temporary file's ends in .tmp.
         view = Path(folder) / dataset_path.name
         view.symlink_to(tmp.resolve())
-        first_row = 0
-        try:
-            for chunk in iter_raw_chunks(view, settings.chunk_rows, invalid_rows):
-                validator.feed(chunk, first_row)
-                first_row += len(chunk)
-        except DataValidationError as error:
-            validator.add_error(Problem(None, "readable", str(error).replace(str(view), str(dataset_path))))
-    for row in invalid_rows:
-        validator.add_invalid_row(row.number, describe_invalid_row(row), row.text)
-    report = validator.finish()
+        report = check_file(validator, view, settings.chunk_rows)
+    for problem in report.errors:  # a read error names the file it read: say the dataset's name
+        problem.message = problem.message.replace(str(view), str(dataset_path))
     if not report.passed:
         raise DataValidationError(
             f"cannot append {batch_path} to {dataset_path}: the merged table would fail validation "

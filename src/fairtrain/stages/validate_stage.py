@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fairtrain.config import ColumnType, DatasetConfig, Params
-from fairtrain.data.loading import csv_file_lines, describe_invalid_row, is_csv, iter_raw_chunks
-from fairtrain.data.validation import READER_CHECKS, Problem, TableValidator, ValidationReport
+from fairtrain.data.file_check import check_file
+from fairtrain.data.loading import is_csv
+from fairtrain.data.validation import Problem, TableValidator, ValidationReport
 from fairtrain.errors import DataValidationError
 from fairtrain.io import atomic_path, write_json, write_text
 
@@ -57,23 +59,12 @@ def validate_stage(
     try:
         with atomic_path(validated_path) as tmp:
             with pq.ParquetWriter(tmp, arrow_schema) as writer:
-                first_row = 0
-                invalid_rows: list = []
-                try:
-                    for chunk in iter_raw_chunks(raw_path, settings.chunk_rows, invalid_rows):
-                        cleaned = validator.feed(chunk, first_row)
-                        first_row += len(chunk)
-                        if cleaned is not None and not validator.errors:
-                            writer.write_table(
-                                pa.Table.from_pandas(cleaned, schema=arrow_schema, preserve_index=False)
-                            )
-                except DataValidationError as error:
-                    validator.add_error(Problem(None, "readable", str(error)))
-                for row in invalid_rows:
-                    validator.add_invalid_row(row.number, describe_invalid_row(row), row.text)
-            report = validator.finish()
-            if is_csv(raw_path):
-                locate_lines(report, raw_path, [row.number for row in invalid_rows])
+
+                def stream(cleaned: pd.DataFrame) -> None:
+                    table = pa.Table.from_pandas(cleaned, schema=arrow_schema, preserve_index=False)
+                    writer.write_table(table)
+
+                report = check_file(validator, raw_path, settings.chunk_rows, on_cleaned=stream)
             _write_report(report, report_path)
             report_written = True
             if not report.passed:
@@ -105,22 +96,6 @@ def aborted_problem(error: BaseException) -> Problem:
         f"validation stopped before the end of the file: {why}; the counts cover only the rows read",
         expected="a complete run over the whole file (fix the cause and run validate again)",
     )
-
-
-def locate_lines(report: ValidationReport, path: Path, skipped: list[int]) -> None:
-    """Make every problem's lines the CSV file's line numbers. The validator numbers data
-    row i as line i + 2 and the reader numbers the rows it skipped over non-empty lines only;
-    both drift from the file after an empty line or a skipped row."""
-    problems = [p for p in [*report.errors, *report.warnings] if p.lines]
-    if not problems:
-        return
-    data_rows = {line - 2 for p in problems if p.check not in READER_CHECKS for line in p.lines}
-    rows, skipped_lines = csv_file_lines(path, data_rows, skipped)
-    for problem in problems:
-        if problem.check in READER_CHECKS:
-            problem.lines = [skipped_lines.get(number, number) for number in problem.lines]
-        else:
-            problem.lines = [rows.get(line - 2, line) for line in problem.lines]
 
 
 def _write_report(report: ValidationReport, report_path: Path) -> None:
