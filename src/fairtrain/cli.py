@@ -192,17 +192,30 @@ def cmd_promote(args: argparse.Namespace, client: MlflowClient) -> None:
     )
 
 
+def check_output_path(option: str, path: Path) -> None:
+    """Refuse an output path that cannot be written, before any work is done for it.
+
+    Missing folders are created when the file is written (as every pipeline stage does, and
+    ``drift --report``); a path that is a folder, or runs through a file, is an error."""
+    if path.is_dir():
+        raise FairtrainError(f"{option} {path}: is a folder; expected a file path")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise FairtrainError(
+            f"{option} {path}: {ancestor} is a file, not a folder; expected a path in a folder"
+        )
+
+
 def cmd_predict(args: argparse.Namespace, client: MlflowClient) -> None:
     import mlflow.pyfunc
 
     from fairtrain.data.loading import read_raw_table
 
     uri = args.model or f"models:/{_model_name(args)}@{promotion.CHAMPION}"
-    if args.output and not args.output.parent.is_dir():  # before any scoring work
-        raise FairtrainError(
-            f"--output {args.output}: folder {args.output.parent} does not exist; expected an "
-            "existing folder (create it first)"
-        )
+    if args.output:  # before any scoring work
+        check_output_path("--output", args.output)
     if not args.input.is_file():
         raise FairtrainError(f"{args.input}: file not found; expected a CSV or Parquet file of raw rows")
     # The pipeline's reader: every CSV cell as written ("NA", "None", "" are data, "02139"
@@ -232,6 +245,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from fairtrain.monitoring.drift import RETRAIN
     from fairtrain.monitoring.drift_report import run_drift_check
 
+    for option, path in (("--report", args.report), ("--html", args.html)):
+        if path:
+            check_output_path(option, path)
     report = run_drift_check(load_params(args.params), args.batch, args.reference, args.report, args.html)
     text = "\n".join(
         [f"decision: {report['decision']} — {report['reason']}"]

@@ -104,14 +104,28 @@ def test_predict_scores_text_like_na_as_the_pipeline_reads_it(tmp_path, adult_ra
     assert written.loc[1, "occupation"] == "NA"  # the rows go out as they came in
 
 
-def test_predict_output_into_a_missing_folder_is_a_clear_error(tmp_path, adult_raw, predict):
+def test_predict_output_creates_missing_folders_as_drift_reports_do(tmp_path, adult_raw, predict):
     rows = adult_sample(adult_raw, 3).drop(columns=["income-per-year"])
     rows.to_csv(tmp_path / "rows.csv", index=False)
-    target = tmp_path / "no-such-folder" / "scored.csv"
+    target = tmp_path / "scored" / "2026-11" / "rows.csv"
     code, _, err = predict(str(tmp_path / "rows.csv"), "--output", str(target))
-    assert code == 1
-    assert str(target) in err and "does not exist" in err and "Traceback" not in err
-    assert not target.parent.exists()
+    assert code == 0, err
+    assert len(read_raw_table(target)) == 3
+
+
+@pytest.mark.parametrize("where", ["under a file", "a folder"])
+def test_predict_output_that_cannot_be_a_file_is_refused_before_scoring(tmp_path, adult_raw, predict, where):
+    rows = adult_sample(adult_raw, 3).drop(columns=["income-per-year"])
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    (tmp_path / "notes.txt").write_text("a file\n")
+    (tmp_path / "out").mkdir()
+    target = tmp_path / "notes.txt" / "scored.csv" if where == "under a file" else tmp_path / "out"
+    code, _, err = predict(str(tmp_path / "rows.csv"), "--output", str(target))
+    assert code == 1 and "Traceback" not in err
+    assert f"--output {target}" in err
+    assert ("notes.txt is a file, not a folder" if where == "under a file" else "is a folder") in err
+    assert "rows scored" not in err  # refused before the model was loaded
+    assert (tmp_path / "notes.txt").read_text() == "a file\n"
 
 
 def test_predict_output_keeps_an_earlier_file_when_writing_fails(tmp_path, adult_raw, predict, monkeypatch):

@@ -196,6 +196,37 @@ def test_cli_exit_codes_and_report_files(tmp_path, sample, reference, splits, ca
     pd.read_csv(tmp_path / "ok.csv")  # the batch file itself is untouched
 
 
+def test_drift_report_paths_follow_the_predict_rule(tmp_path, sample, reference, splits, capsys, monkeypatch):
+    """Missing folders are created; a path through a file is refused before the check; a
+    failed write names the report and keeps the earlier one."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reference.json").write_text(json.dumps(reference))
+    sample.loc[splits["test"].index].to_csv(tmp_path / "batch.csv", index=False)
+    common = [
+        *("--params", str(PROJECT_ROOT / "params.yaml"), "drift"),
+        *("--reference", "reference.json", "--batch", "batch.csv"),
+    ]
+
+    assert main([*common, "--report", "reports/drift/batch.json"]) == 0
+    assert json.loads((tmp_path / "reports/drift/batch.json").read_text())["decision"] == NO_RETRAIN
+    capsys.readouterr()
+
+    (tmp_path / "notes.txt").write_text("a file\n")
+    assert main([*common, "--html", "notes.txt/drift.html"]) == 1
+    assert "--html notes.txt/drift.html: notes.txt is a file, not a folder" in capsys.readouterr().err
+
+    earlier = (tmp_path / "reports/drift/batch.json").read_text()
+    monkeypatch.setattr("fairtrain.io.os.replace", _fail_with_disk_full)
+    assert main([*common, "--report", "reports/drift/batch.json"]) == 1
+    err = capsys.readouterr().err
+    assert "reports/drift/batch.json: cannot write the drift report" in err and "Traceback" not in err
+    assert (tmp_path / "reports/drift/batch.json").read_text() == earlier
+
+
+def _fail_with_disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
 def test_boolean_columns_are_compared_by_their_shares():
     """The loans example declares two boolean columns and two datetimes: booleans are
     described and checked like categoricals; datetimes are left out (see reference_stats)."""

@@ -100,10 +100,17 @@ def run_drift_check(
         params.drift,
         source=str(batch_path),
     )
-    if json_path:
-        write_json(json_path, report)
-    if html_path:
-        write_text(html_path, drift_page_html(report))
+    writers = [
+        (json_path, lambda path: write_json(path, report)),
+        (html_path, lambda path: write_text(path, drift_page_html(report))),
+    ]
+    for path, write in writers:
+        if not path:
+            continue
+        try:
+            write(path)  # atomic: an earlier report survives a failed write
+        except OSError as error:
+            raise FairtrainError(f"{path}: cannot write the drift report: {error}") from None
     log.info("drift check of %s: %s (%s)", batch_path, report["decision"], report["reason"])
     return report
 
