@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +115,30 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
             os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+class StagedOutputs:
+    """Staging paths handed out by :func:`replaced_together`."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self._stack = stack
+
+    def file(self, target: str | Path) -> Path:
+        """A temporary file beside ``target``, renamed onto it when the block completes."""
+        return self._stack.enter_context(atomic_path(target))
+
+    def folder(self, target: str | Path) -> Path:
+        """An empty staging folder that replaces ``target`` as a whole when the block completes."""
+        return self._stack.enter_context(atomic_directory(target))
+
+
+@contextmanager
+def replaced_together() -> Iterator[StagedOutputs]:
+    """Stage several outputs and put them all in place only when the block completes.
+
+    A stage whose outputs are read side by side (splits and their statistics; metrics and the
+    figures drawn from them) must not leave new ones beside old ones: an exception in the
+    block (a full disk at the last file) replaces none of them, and removes the staged files.
+    """
+    with ExitStack() as stack:
+        yield StagedOutputs(stack)

@@ -16,6 +16,7 @@ from fairtrain.io import (
     file_sha256,
     json_sha256,
     read_json,
+    replaced_together,
     write_json,
     write_parquet,
     write_text,
@@ -132,6 +133,36 @@ def test_atomic_directory_failure_without_a_previous_folder(tmp_path):
         (staging / "x").write_text("x")
         raise Boom
     assert list(tmp_path.iterdir()) == []
+
+
+def _previous_outputs(root):
+    (root / "splits").mkdir()
+    (root / "splits" / "train.parquet").write_text("old")
+    (root / "stats.json").write_text("old")
+
+
+def test_replaced_together_puts_every_output_in_place_when_the_block_completes(tmp_path):
+    _previous_outputs(tmp_path)
+    with replaced_together() as staged:
+        (staged.folder(tmp_path / "splits") / "train.parquet").write_text("new")
+        staged.file(tmp_path / "stats.json").write_text("new")
+        staged.file(tmp_path / "sub" / "reference.json").write_text("new")  # a missing folder is made
+        assert (tmp_path / "stats.json").read_text() == "old"  # nothing moves before the end
+    assert (tmp_path / "splits" / "train.parquet").read_text() == "new"
+    assert (tmp_path / "stats.json").read_text() == "new"
+    assert (tmp_path / "sub" / "reference.json").read_text() == "new"
+    assert _leftovers(tmp_path) == [] and _leftovers(tmp_path / "sub") == []
+
+
+def test_replaced_together_replaces_none_when_the_last_output_fails(tmp_path):
+    _previous_outputs(tmp_path)
+    with pytest.raises(Boom), replaced_together() as staged:
+        (staged.folder(tmp_path / "splits") / "train.parquet").write_text("new")
+        staged.file(tmp_path / "stats.json").write_text("half")
+        raise Boom  # say, the disk filled up at the reference statistics
+    assert (tmp_path / "splits" / "train.parquet").read_text() == "old"
+    assert (tmp_path / "stats.json").read_text() == "old"
+    assert _leftovers(tmp_path) == []
 
 
 def test_json_sha256_is_independent_of_key_order():

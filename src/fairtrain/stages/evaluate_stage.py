@@ -6,7 +6,6 @@ import logging
 import shutil
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import mlflow
@@ -29,7 +28,7 @@ from fairtrain.evaluation.fairness import fairness_audit
 from fairtrain.evaluation.gates import evaluate_gates
 from fairtrain.evaluation.metrics import classification_metrics, confusion_rows, roc_points
 from fairtrain.evaluation.threshold import choose_threshold
-from fairtrain.io import atomic_directory, atomic_path, json_safe, json_text, read_json
+from fairtrain.io import json_safe, json_text, read_json, replaced_together
 from fairtrain.models.export import load_model
 
 log = logging.getLogger(__name__)
@@ -330,17 +329,13 @@ def evaluate_stage(
         # once the last one is written: a failure before that (a full disk) leaves the
         # previous outputs, all of one run, as they were, and not a mix the model card
         # would quote side by side.
-        with ExitStack() as replaced_on_success:
-
-            def staged(target: Path) -> Path:
-                return replaced_on_success.enter_context(atomic_path(target))
-
-            figures = replaced_on_success.enter_context(atomic_directory(outputs["figures"]))
+        with replaced_together() as staged:
+            figures = staged.folder(outputs["figures"])
             for path in scratch.iterdir():
                 shutil.copy2(path, figures / path.name)
-            predictions.to_parquet(staged(outputs["predictions"]), index=False)
+            predictions.to_parquet(staged.file(outputs["predictions"]), index=False)
             for name, payload in payloads.items():
-                staged(outputs[name]).write_text(json_text(payload))
+                staged.file(outputs[name]).write_text(json_text(payload))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     log.info(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +12,7 @@ from fairtrain.data.preprocessing import check_log_transform_inputs, fit_preproc
 from fairtrain.data.reference_stats import reference_statistics
 from fairtrain.data.split import content_sha256, split_dataset
 from fairtrain.data.validation import add_group_columns
-from fairtrain.io import atomic_directory, atomic_path, file_sha256, write_json
+from fairtrain.io import file_sha256, replaced_together, write_json
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +71,14 @@ def prepare_stage(
             **params.prepare.model_dump(mode="json"),
         },
     }
-    with ExitStack() as stack:
-        # Entered in this order, renamed into place in reverse (reference, stats, splits) and
-        # only when the block completes: an exception in it replaces none of them.
-        staging = stack.enter_context(atomic_directory(output_dir))
-        stats_tmp = stack.enter_context(atomic_path(stats_path))
-        reference_tmp = None if reference_path is None else stack.enter_context(atomic_path(reference_path))
+    with replaced_together() as staged:
+        splits_dir = staged.folder(output_dir)
         for name in SPLITS:
-            splits[name].to_parquet(staging / f"{name}.parquet", index=False)
-        write_json(staging / PREPROCESSOR_FILE, preprocessor.to_dict())
-        stats["file_sha256"] = {name: file_sha256(staging / f"{name}.parquet") for name in SPLITS}
-        write_json(stats_tmp, stats)
-        if reference_tmp is not None:
-            write_json(reference_tmp, reference)
+            splits[name].to_parquet(splits_dir / f"{name}.parquet", index=False)
+        write_json(splits_dir / PREPROCESSOR_FILE, preprocessor.to_dict())
+        stats["file_sha256"] = {name: file_sha256(splits_dir / f"{name}.parquet") for name in SPLITS}
+        write_json(staged.file(stats_path), stats)
+        if reference is not None:
+            write_json(staged.file(reference_path), reference)
     log.info("split %s rows into %s; %d model features", len(frame), stats["rows"], preprocessor.n_features)
     return stats
