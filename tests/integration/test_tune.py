@@ -56,7 +56,7 @@ TWO_TRIALS = {
 }
 
 
-def _search(params: dict, prepared: dict, folder: Path, **env: str) -> subprocess.CompletedProcess:
+def _start_search(params: dict, prepared: dict, folder: Path, **env: str) -> subprocess.Popen:
     """``pipelines/tune.py --write-params`` with ``params`` in ``folder``/params.yaml, its own
     local Ray and an SQLite store in ``folder``."""
     params_file = folder / "params.yaml"
@@ -65,14 +65,23 @@ def _search(params: dict, prepared: dict, folder: Path, **env: str) -> subproces
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT / "src"), str(PROJECT_ROOT)])
     env.pop("RAY_ADDRESS", None)
     env.pop(STORAGE_ENV, None)
-    return subprocess.run(
+    return subprocess.Popen(
         [
             sys.executable, str(PROJECT_ROOT / "pipelines/tune.py"), "--params", str(params_file),
             "--train", str(prepared["train"]), "--val", str(prepared["val"]),
             "--preprocessor", str(prepared["preprocessor"]), "--write-params",
         ],
-        cwd=folder, env=env, capture_output=True, text=True, timeout=400,
+        cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def _search(params: dict, prepared: dict, folder: Path, **env: str) -> subprocess.CompletedProcess:
+    process = _start_search(params, prepared, folder, **env)
+    try:
+        out, err = process.communicate(timeout=400)
+    finally:
+        process.kill()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def _runs(folder: Path, experiment: str) -> tuple[mlflow.MlflowClient, list]:
@@ -203,3 +212,37 @@ def test_a_trial_whose_worker_dies_fails_alone_and_params_are_left_unchanged(
     assert "died" in failed.data.tags[ERROR_TAG], failed.data.tags[ERROR_TAG]
     assert [m.step for m in client.get_metric_history(failed.info.run_id, "val_loss")] == [0]
     assert by_rate["0.0001"].info.status == "KILLED" and by_rate["0.0001"].data.tags[STOPPED_TAG] == "true"
+
+
+def test_a_search_stopped_midway_leaves_no_run_running_and_params_unchanged(prepared, small_params, tmp_path):
+    """SIGTERM to the search (a CI job cancelled) while its first trial is paused after its
+    first epoch: the search stops with exit 130, the parent run and the trial's run are
+    KILLED, the trial never started has no run, params.yaml is untouched and the temporary
+    storage is removed."""
+    raw = small_params.model_dump(mode="json", by_alias=True)
+    raw["tune"] = TWO_TRIALS
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / PAUSE_FILE).write_text("0")  # the first trial's worker sleeps after epoch 0
+    leftovers = set(Path(tempfile.gettempdir()).glob("fairtrain-tune-*"))
+    process = _start_search(raw, prepared, tmp_path, **{PROBE_DIR_ENV: str(probe)})
+    try:
+        wait_for_pause(probe, process=process)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=180)
+    finally:
+        process.kill()
+
+    assert process.returncode == 130, err[-4000:]
+    assert "fairtrain tune: interrupted" in err
+    # The interrupt came out of tuner.fit (run_search's except path closed the child), not
+    # through Tune's own Ctrl-C handling, which returns and is caught by the trial count.
+    assert "the search stopped with" not in err
+    assert (tmp_path / "params.yaml").read_text() == yaml.safe_dump(raw), "params.yaml untouched"
+    assert set(Path(tempfile.gettempdir()).glob("fairtrain-tune-*")) == leftovers
+    client, runs = _runs(tmp_path, small_params.tracking.experiment)
+    assert len(runs) == 2, "the parent and the one trial that started"
+    assert {r.info.status for r in runs} == {"KILLED"}, [(r.info.run_name, r.info.status) for r in runs]
+    child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert child.data.params["train.learning_rate"] == "0.01"
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")] == [0]
