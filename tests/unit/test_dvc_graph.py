@@ -124,3 +124,29 @@ def test_every_params_file_has_every_key_the_stages_read(params_file):
 
 def test_the_params_key_check_finds_a_missing_key():
     assert _missing_keys({"train": {"seed": 1}}, {"train.seed", "train.max_epochs"}) == ["train.max_epochs"]
+
+
+def _uncached_outputs() -> list[str]:
+    paths = []
+    for stage in STAGES.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []):
+                if isinstance(entry, dict):
+                    (path, options), *_ = entry.items()
+                    if (options or {}).get("cache") is False:
+                        paths.append(path)
+    return paths
+
+
+def test_outputs_kept_in_git_are_not_git_ignored():
+    """`cache: false` outputs are not in DVC's cache, so `dvc pull` cannot restore them: git
+    must hold them. One that .gitignore hides (models/registered.json was) is in neither, and
+    after a checkout `dvc repro` reruns its stage against a store that may be gone."""
+    import subprocess
+
+    paths = _uncached_outputs()
+    assert "models/registered.json" in paths and "metrics/evaluation.json" in paths
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *paths], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert ignored.stdout.split() == [], "cache: false outputs that .gitignore hides"
