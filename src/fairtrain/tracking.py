@@ -43,8 +43,28 @@ HTTP_DEFAULTS = {
 }
 
 
+# Where `dvc exp run --queue` / `--temp` runs each experiment: a copy of the repository in
+# <project>/.dvc/tmp/exps/<tmpXXXX> (or exps/standalone/<tmpXXXX>), deleted afterwards.
+DVC_EXPERIMENT_WORKSPACE = (".dvc", "tmp", "exps")
+
+
+def default_store_root(cwd: str | Path) -> Path:
+    """The folder whose ``mlflow.db`` is the default store: the working directory, or for a
+    queued DVC experiment the project it was queued from. Its temporary copy is deleted when
+    the experiment ends, and a store inside it would take the experiment's runs, registered
+    versions and model card with it (and hide the registry's champion from its gates)."""
+    path = Path(cwd).resolve()
+    parts = path.parts
+    width = len(DVC_EXPERIMENT_WORKSPACE)
+    for start in range(len(parts) - width + 1):
+        if parts[start : start + width] == DVC_EXPERIMENT_WORKSPACE:
+            return Path(*parts[:start])
+    return path
+
+
 def resolve_tracking_uri(project_root: str | Path | None = None) -> str:
-    """``$MLFLOW_TRACKING_URI`` when set, else an SQLite store in the project root.
+    """``$MLFLOW_TRACKING_URI`` when set, else an SQLite store in the project root (see
+    ``default_store_root``).
 
     The SQLite path is made absolute so Ray workers, whose working directory differs from
     the driver's, write to the same file.
@@ -52,7 +72,7 @@ def resolve_tracking_uri(project_root: str | Path | None = None) -> str:
     from_env = os.environ.get(TRACKING_URI_ENV)
     if from_env:
         return from_env
-    root = Path(project_root or Path.cwd()).resolve()
+    root = Path(project_root).resolve() if project_root else default_store_root(Path.cwd())
     return f"sqlite:///{root / DEFAULT_STORE_FILE}"
 
 
