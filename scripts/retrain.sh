@@ -2,7 +2,8 @@
 # Scheduled retraining, the same on a laptop and in CI (.github/workflows/retrain.yml):
 #
 #   dvc pull → fairtrain drift on the new batch → when it drifted (or --force): append the batch to
-#   dataset.path, dvc repro, dvc push, commit → publish the model card and the drift report
+#   dataset.path (once: a batch already appended is skipped), dvc repro (when it fails, the
+#   dataset is put back), dvc push, commit → publish the model card and the drift report
 #
 # Usage: scripts/retrain.sh [--batch FILE] [--force] [--out DIR] [--no-push] [--no-commit]
 #
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift 2 ;;
     --no-push) push=false; shift ;;
     --no-commit) commit=false; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "retrain.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -62,11 +63,27 @@ retrained=false
 if [ "$drift_status" = drift ] || [ "$force" = true ]; then
   decision=retrain
   if [ "$force" = true ]; then reason="forced"; else reason="the batch drifted"; fi
+  backup=""
   if [ -n "$batch" ]; then
-    fairtrain append-batch "$batch"   # the new rows become part of the training data
+    # Kept until dvc repro succeeds: a failed retraining puts the dataset (and its ledger of
+    # appended batches) back as they were, so data/raw holds only rows a model was trained on.
+    dataset=$(python -c 'import sys; from fairtrain.config import load_params; print(load_params(sys.argv[1]).dataset.path)' params.yaml)
+    backup=$(mktemp -d "${TMPDIR:-/tmp}/fairtrain-retrain.XXXXXX")
+    cp -p "$dataset" "$backup/dataset"
+    if [ -f "$dataset.batches.json" ]; then cp -p "$dataset.batches.json" "$backup/ledger"; fi
+    fairtrain append-batch "$batch"   # the new rows become part of the training data (once)
   fi
   say "retraining ($reason): dvc repro"
-  dvc repro
+  if ! dvc repro; then
+    if [ -n "$backup" ]; then
+      cp -p "$backup/dataset" "$dataset"
+      if [ -f "$backup/ledger" ]; then cp -p "$backup/ledger" "$dataset.batches.json"; else rm -f "$dataset.batches.json"; fi
+      rm -rf "$backup"
+      say "dvc repro failed: $dataset is back as it was before the batch was appended"
+    fi
+    exit 1
+  fi
+  [ -z "$backup" ] || rm -rf "$backup"
   retrained=true
   if [ "$push" = true ]; then
     say "pushing outputs to the DVC remote"

@@ -262,11 +262,17 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_append_batch(args: argparse.Namespace) -> int:
-    from fairtrain.monitoring.batches import append_batch
+    from fairtrain.monitoring.batches import BatchAlreadyAppended, append_batch
 
     params = load_params(args.params)
     schema = params.dataset
-    rows = append_batch(schema.path, args.batch, schema, params.validation)
+    try:
+        rows = append_batch(schema.path, args.batch, schema, params.validation)
+    except BatchAlreadyAppended as repeat:
+        # Not an error: rerunning a retraining after a failure, or a batch delivered twice,
+        # must not duplicate rows, and must not fail the run either.
+        _emit(args, {"dataset": schema.path, "skipped": str(repeat)}, f"{repeat}; nothing changed")
+        return 0
     _emit(args, {"dataset": schema.path, "rows": rows}, f"{schema.path}: {rows} rows")
     return 0
 

@@ -147,6 +147,9 @@ def test_drifted_batch_retrains_pushes_and_publishes(project, batches):
     assert _git(clone, env, "rev-parse", "HEAD~1") == head
     assert "Retrain: the batch drifted" in _git(clone, env, "log", "-1", "--format=%s")
     assert _git(clone, env, "status", "--porcelain", "--untracked-files=no") == ""
+    ledger = json.loads((clone / "data/raw/adult.csv.gz.batches.json").read_text())
+    assert [(b["file"], b["rows"]) for b in ledger["batches"]] == [("drifted.csv.gz", BATCH_ROWS)]
+    assert _git(clone, env, "ls-files", "data/raw/adult.csv.gz.batches.json") != "", "committed"
 
     # Logged to the "team" store: one run, with the card; the card published is this run's.
     run_id = json.loads((clone / "models/mlflow_run.json").read_text())["run_id"]
@@ -185,3 +188,30 @@ def test_bad_batch_stops_before_anything_changes(project, batches, tmp_path):
     assert "column 'age'" in done.stderr and "'forty'" in done.stderr
     assert _git(clone, env, "rev-parse", "HEAD") == head
     assert len(pd.read_csv(clone / "data/raw/adult.csv.gz")) == SAMPLE_ROWS + BATCH_ROWS
+
+
+def test_a_forced_rerun_does_not_append_the_same_batch_again(project, batches):
+    clone = project["clone"]
+    before = (clone / "data/raw/adult.csv.gz").read_bytes()
+    done, _ = _retrain(project, "again", "--batch", str(batches["drifted"]), "--force", "--no-push")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "this batch was already appended" in done.stdout + done.stderr
+    assert (clone / "data/raw/adult.csv.gz").read_bytes() == before
+
+
+def test_a_failed_retraining_puts_the_dataset_back(project, batches):
+    """The batch is appended, then `dvc repro` fails (here: more Ray workers than CPUs): the
+    raw data and its ledger are as before, so a rerun appends the batch once, not twice."""
+    clone, env = project["clone"], project["env"]
+    dataset, ledger = clone / "data/raw/adult.csv.gz", clone / "data/raw/adult.csv.gz.batches.json"
+    before = dataset.read_bytes(), ledger.read_bytes()
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["train"]["num_workers"] = 64
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        done, _ = _retrain(project, "fails", "--batch", str(batches["steady"]), "--force", "--no-push")
+    finally:
+        _git(clone, env, "checkout", "--", "params.yaml")
+    assert done.returncode == 1
+    assert "dvc repro failed: data/raw/adult.csv.gz is back as it was" in done.stderr
+    assert (dataset.read_bytes(), ledger.read_bytes()) == before

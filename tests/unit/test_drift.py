@@ -274,6 +274,46 @@ def test_appending_the_same_batch_gives_the_same_bytes(tmp_path, sample, project
     assert len(merged) == 800 and list(merged.columns) == list(sample.columns)
 
 
+def test_the_same_batch_is_not_appended_twice(tmp_path, sample, project_params, capsys, monkeypatch):
+    """A retraining rerun after a failed `dvc repro`, or a forced rerun, appends the batch it
+    already appended: the ledger beside the dataset refuses it, and the CLI says so and
+    changes nothing (exit 0, so the rerun goes on). Another batch still goes in."""
+    import yaml
+
+    from fairtrain.data.generators import write_csv_gz
+    from fairtrain.monitoring.batches import BatchAlreadyAppended, append_batch, ledger_path
+
+    settings = project_params.validation.model_copy(update={"small_group": "warn"})
+    dataset = tmp_path / "data" / "adult.csv.gz"
+    write_csv_gz(sample.iloc[300:800], dataset)
+    first, second = tmp_path / "week1.csv", tmp_path / "week2.csv"
+    sample.iloc[:300].to_csv(first, index=False)
+    sample.iloc[800:900].to_csv(second, index=False)
+
+    assert append_batch(dataset, first, project_params.dataset, settings) == 800
+    after_first = dataset.read_bytes()
+    ledger = json.loads(ledger_path(dataset).read_text())
+    assert [(e["file"], e["rows"]) for e in ledger["batches"]] == [("week1.csv", 300)]
+    with pytest.raises(BatchAlreadyAppended, match=r"week1.csv: this batch was already appended .*300 rows"):
+        append_batch(dataset, first, project_params.dataset, settings)
+    assert dataset.read_bytes() == after_first
+
+    # The CLI, as scripts/retrain.sh runs it.
+    raw = project_params.model_dump(mode="json", by_alias=True)
+    raw["dataset"]["path"] = str(dataset)
+    raw["validate"]["small_group"] = "warn"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--params", "params.yaml", "append-batch", str(first)]) == 0
+    assert "already appended" in capsys.readouterr().out and dataset.read_bytes() == after_first
+    assert main(["--params", "params.yaml", "append-batch", str(second)]) == 0
+    assert f"{dataset}: 900 rows" in capsys.readouterr().out
+    assert [e["file"] for e in json.loads(ledger_path(dataset).read_text())["batches"]] == [
+        "week1.csv",
+        "week2.csv",
+    ]
+
+
 def _validate_file(path, params, tmp_path):
     """Run the validate stage on a file; raises (DataValidationError) where `dvc repro` would stop."""
     from fairtrain.stages.validate_stage import validate_stage

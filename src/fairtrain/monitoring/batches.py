@@ -6,6 +6,7 @@ import gzip
 import logging
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from fairtrain.data.loading import CSV_SUFFIXES, PARQUET_SUFFIXES, is_csv, read_
 from fairtrain.data.parsing import as_text, missing_mask, parse_boolean, parse_datetime, parse_numeric
 from fairtrain.data.validation import MAX_EXAMPLES, TableValidator
 from fairtrain.errors import DataValidationError
-from fairtrain.io import atomic_path
+from fairtrain.io import file_sha256, json_text, read_json, replaced_together
 from fairtrain.monitoring.drift import load_batch
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,40 @@ _INTEGER = re.compile(r"[+-]?\d+")
 _INTEGER_WITH_POINT = re.compile(r"[+-]?\d+\.0+")
 
 
+# Beside the dataset (data/raw/adult.csv.gz → data/raw/adult.csv.gz.batches.json): which
+# batch files were appended to it, so the same batch is not appended twice (a retraining rerun
+# after a failed `dvc repro`, a forced rerun, a batch delivered again).
+LEDGER_SUFFIX = ".batches.json"
+
+
+def ledger_path(dataset_path: str | Path) -> Path:
+    dataset_path = Path(dataset_path)
+    return dataset_path.with_name(dataset_path.name + LEDGER_SUFFIX)
+
+
+def appended_before(dataset_path: str | Path, batch_path: str | Path) -> dict | None:
+    """The ledger entry of a batch with the same bytes as ``batch_path``, if one was appended."""
+    ledger = ledger_path(dataset_path)
+    if not ledger.is_file():
+        return None
+    digest = file_sha256(batch_path)
+    try:
+        entries = read_json(ledger)["batches"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise DataValidationError(
+            f"{ledger}: not a batch ledger ({error}); expected the JSON that append-batch writes"
+        ) from None
+    return next((entry for entry in entries if entry.get("sha256") == digest), None)
+
+
 def append_batch(
     dataset_path: str | Path,
     batch_path: str | Path,
     schema: DatasetConfig,
     settings: ValidateConfig | None = None,
 ) -> int:
-    """Append the batch's rows to the dataset file; returns the new row count.
+    """Append the batch's rows to the dataset file; returns the new row count. A batch whose
+    bytes were appended before (see ``ledger_path``) is refused with BatchAlreadyAppended.
 
     The batch is validated against the schema first (a bad batch changes nothing). Its rows are
     written in the dataset file's own format and conventions: a CSV batch appended to a CSV
@@ -56,6 +84,13 @@ def append_batch(
         )
     if not dataset_path.is_file():
         raise DataValidationError(f"{dataset_path}: file not found (dataset.path in params.yaml)")
+    earlier = appended_before(dataset_path, batch_path)
+    if earlier is not None:
+        raise BatchAlreadyAppended(
+            f"{batch_path}: this batch was already appended to {dataset_path} "
+            f"({earlier['rows']} rows from {earlier['file']}, {earlier['appended_at']}; "
+            f"sha256 {earlier['sha256'][:12]}, recorded in {ledger_path(dataset_path)})"
+        )
     load_batch(batch_path, schema, settings)  # raises naming the column and values
     batch = read_raw_table(batch_path)
     write: Callable[[Path], None]
@@ -94,11 +129,31 @@ def append_batch(
             pq.write_table(merged_table, tmp)
 
         before, total = table.num_rows, merged_table.num_rows
-    with atomic_path(dataset_path) as tmp:
+    with replaced_together() as staged:  # the rows and their ledger entry land together
+        tmp = staged.file(dataset_path)
         write(tmp)
         _check_merged(tmp, dataset_path, batch_path, schema, settings, before, total)
+        staged.file(ledger_path(dataset_path)).write_text(
+            json_text(_ledger_with(dataset_path, batch_path, total - before))
+        )
     log.info("appended %d rows of %s to %s (%d rows now)", total - before, batch_path, dataset_path, total)
     return total
+
+
+class BatchAlreadyAppended(DataValidationError):
+    """The batch's bytes are in the dataset's ledger: appending it again would duplicate rows."""
+
+
+def _ledger_with(dataset_path: Path, batch_path: Path, rows: int) -> dict:
+    ledger = ledger_path(dataset_path)
+    entries = read_json(ledger)["batches"] if ledger.is_file() else []
+    entry = {
+        "sha256": file_sha256(batch_path),
+        "file": batch_path.name,
+        "rows": rows,
+        "appended_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return {"dataset": dataset_path.name, "batches": [*entries, entry]}
 
 
 def _same_columns(current: list[str], batch: pd.DataFrame, dataset_path: Path, batch_path: Path) -> list[str]:
