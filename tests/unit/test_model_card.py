@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
 import shutil
@@ -12,16 +13,23 @@ from pathlib import Path
 import pytest
 
 import fairtrain.reporting.model_card as model_card
+from fairtrain.config import Params, load_params, params_from_dict
 from fairtrain.errors import FairtrainError
+from fairtrain.io import read_json
 from fairtrain.reporting.model_card import (
+    MissingRecordedKey,
     disparity_findings,
     load_figures,
     render_model_card,
     render_model_card_files,
     small_groups,
 )
+from fairtrain.stages.augment_stage import augment_stage
+from fairtrain.stages.prepare_stage import prepare_stage
 from fairtrain.stages.report_stage import RECORDED
+from fairtrain.stages.validate_stage import validate_stage
 from tests.browser import inspect_page
+from tests.helpers import PROJECT_ROOT
 
 TEMPLATE = Path(model_card.__file__).parent / "templates" / "model_card.md.j2"
 
@@ -819,10 +827,23 @@ def test_lineage_comparison_and_label_balance(params, recorded, registry):
 
 
 def test_without_a_previous_champion_the_card_says_so(params, recorded):
+    recorded["registered"]["previous_champion"] = None
     card = render_model_card(
         params, recorded, registry={"comparison": {"previous_version": None, "rows": []}}
     )
     assert "There was no champion to compare with" in card
+
+
+def test_a_champion_the_registry_could_not_give_is_not_called_absent(params, recorded):
+    """register judged this version against champion v2 (registered.json), but the registry
+    gave the card no comparison for it: the card must not say there was no champion."""
+    assert recorded["registered"]["previous_champion"] == 2
+    section = _section(
+        render_model_card(params, recorded, registry={"comparison": {"previous_version": None, "rows": []}}),
+        "Comparison with the previous champion and the baselines",
+    )
+    assert "There was no champion to compare with" not in section
+    assert "judged against champion v2, but that version's metrics were not available" in section
 
 
 @pytest.mark.parametrize(
@@ -915,3 +936,226 @@ def test_mitigation_group_column_is_the_audited_key(recorded):
     assert mitigation_group_column(report) == "sex"
     report["rule"]["sensitive_feature"] = "age"  # neither `age` nor `age_group` audited
     assert mitigation_group_column(report) is None
+
+
+# --- the shipped loans example through validate → prepare → augment (review findings) ---------
+# The card is rendered from the records those stages really write for examples/loans (boolean and
+# datetime columns, a binned numeric sensitive feature); the later stages' records stay the
+# fixture's.
+
+LOANS_PARAMS = PROJECT_ROOT / "examples/loans/params.yaml"
+
+
+def _loans_params(**augment) -> Params:
+    params = load_params(LOANS_PARAMS)
+    raw = copy.deepcopy(params.model_dump(mode="json", by_alias=True))
+    raw["augment"].update(augment)
+    return params_from_dict(raw)
+
+
+@pytest.fixture(scope="module")
+def loans_stages(tmp_path_factory) -> dict:
+    """validate and prepare on data/raw/loans.csv.gz with the shipped params (well under 1 s),
+    and ``augment(**settings)`` to run the augment stage on that training split."""
+    folder = tmp_path_factory.mktemp("loans")
+    params = load_params(LOANS_PARAMS)
+    validate_stage(
+        params, LOANS_PARAMS.parents[2] / params.dataset.path, folder / "v.parquet", folder / "v.json"
+    )
+    prepare_stage(params, folder / "v.parquet", folder / "prepared", folder / "prepare.json")
+
+    def augment(**settings) -> dict:
+        name = "-".join(f"{k}={v}" for k, v in settings.items()) or "shipped"
+        augment_stage(
+            _loans_params(**settings),
+            folder / "prepared/train.parquet",
+            folder / f"{name}.parquet",
+            folder / f"{name}.json",
+        )
+        return read_json(folder / f"{name}.json")
+
+    return {
+        "validation": read_json(folder / "v.json"),
+        "prepare": read_json(folder / "prepare.json"),
+        "augment": augment,
+    }
+
+
+def _loans_card(params, recorded, loans_stages, **augment_settings) -> str:
+    recorded["validation"] = copy.deepcopy(loans_stages["validation"])
+    recorded["prepare"] = copy.deepcopy(loans_stages["prepare"])
+    recorded["augment"] = loans_stages["augment"](**augment_settings)
+    return render_model_card(params, recorded)
+
+
+def test_loans_inputs_count_every_kind_prepare_recorded(params, recorded, loans_stages):
+    """examples/loans declares 5 numeric, 2 boolean, 1 datetime (plus one that derives nothing)
+    and 3 categorical inputs: all 11 are counted, each kind described as it is encoded."""
+    data = loans_stages["prepare"]["recorded"]
+    assert data["boolean_features"] == ["has_guarantor", "first_time_borrower"]
+    assert data["datetime_features"] == ["application_date"]
+    card = _loans_card(params, recorded, loans_stages)
+    line = next(line for line in card.splitlines() if line.startswith("- **Inputs:**"))
+    n_features = loans_stages["prepare"]["n_features"]
+    assert line.startswith(
+        "- **Inputs:** 11 raw columns (5 numeric, 2 boolean, 1 datetime, 3 categorical) "
+        f"expanded to {n_features} model features: "
+    ), line
+    assert (
+        "numeric columns median-imputed and standardised, log1p first for annual_income, loan_amount" in line
+    )
+    assert "boolean columns 0/1, then median-imputed and standardised" in line
+    assert "datetime columns each expanded into its declared date parts" in line
+    assert "categorical columns one-hot over the training categories" in line
+    assert line.count("one-hot") == 1  # only the categoricals are one-hot
+
+
+def test_loans_ethics_names_no_adult_columns(params, recorded, loans_stages):
+    """The proxy sentence named Adult's relationship and occupation for any data set."""
+    section = _section(_loans_card(params, recorded, loans_stages), "Ethical considerations")
+    assert "relationship" not in section and "occupation" not in section
+    for feature in ("gender", "applicant_age"):  # both model inputs in the loans data
+        assert f"- `{feature}` is a model input as well as an audited factor." in section
+    assert "this card does not measure those correlations" in section
+
+
+def _caveats(card: str) -> str:
+    return _section(card, "Caveats and recommendations")
+
+
+def test_noise_only_augmentation_claims_no_oversampling(params, recorded, loans_stages):
+    card = _loans_card(params, recorded, loans_stages, minority_ratio=0.0, noise_std=0.05)
+    assert recorded["augment"]["method"] == "gaussian_noise"
+    assert "Oversampling" not in card and "Resampling" not in card
+    assert "minority/majority ratio" not in card and "not calibrated" not in card
+    assert (
+        "Augmentation (gaussian_noise: noise 0.05 × each numeric column's standard deviation): "
+        in _section(card, "Training data")
+    )
+    assert (
+        "- Gaussian noise (0.05 × each column's standard deviation) was added to the non-sensitive "
+        "numeric features of the training rows" in _caveats(card)
+    )
+
+
+def test_group_balance_caveat_states_the_measured_calibration(params, recorded, loans_stages):
+    card = _loans_card(params, recorded, loans_stages, minority_ratio=0.0, group_balance="label_rate")
+    augment = recorded["augment"]
+    assert augment["method"] == "group_balance" and augment["rows_after"] > augment["rows_before"]
+    assert "minority/majority ratio" not in card and "Oversampling" not in card
+    assert "Augmentation (group_balance: `label_rate` over `gender`): " in _section(card, "Training data")
+    before = augment["label_counts_before"]["approved"] / augment["rows_before"]
+    after = augment["label_counts_after"]["approved"] / augment["rows_after"]
+    caveats = _caveats(card)
+    assert (
+        f"- Resampling the training split (group_balance) moved its positive rate from {before:.1%} "
+        f"to {after:.1%} (test split: {recorded['prepare']['positive_rate']['test']:.1%})" in caveats
+    )
+    # evaluation.json's ECE, its interval and the ECE gate, not an unchecked "not calibrated"
+    assert "the expected calibration error is 0.0311 (interval 0.1111 – 0.9999; gate ≤ 0.05)." in caveats
+
+
+def test_rebalancing_that_added_no_rows_is_no_caveat(params, recorded, loans_stages):
+    """The shipped loans params ask for minority/majority 0.5, which the split already has:
+    the step ran, added nothing, and the card claims no shift."""
+    card = _loans_card(params, recorded, loans_stages)
+    assert recorded["augment"]["steps"][0]["rows_before"] == recorded["augment"]["steps"][0]["rows_after"]
+    assert "Augmentation (rebalance_random: minority/majority ratio 0.5): " in card
+    assert "Resampling" not in card and "Oversampling" not in card
+    # ratio 1.0 adds rows: then the caveat is there, with the measured calibration
+    card = _loans_card(params, recorded, loans_stages, minority_ratio=1.0)
+    assert "Augmentation (rebalance_random: minority/majority ratio 1): " in card
+    assert "- Resampling the training split (rebalance_random) moved its positive rate" in _caveats(card)
+    assert "expected calibration error is 0.0311" in _caveats(card)
+
+
+def test_lineage_is_not_claimed_without_the_registry_record(params, recorded, registry):
+    """Without the registry's lineage the card said the version 'carries tags for the git
+    commit, data hash...' unchecked; with it, the tags shown are the ones recorded."""
+    card = render_model_card(params, recorded)
+    assert "carries tags" not in card
+    assert "the registry's record of version 3 (its lineage tags) was not available" in card
+    card = render_model_card(params, recorded, registry=registry)
+    assert "registry version 3, as the registry recorded it:" in card and "| git_commit | `abc123` |" in card
+
+
+# --- the report stage: unreadable inputs are named ----------------------------------------------
+
+
+@pytest.fixture
+def stage_inputs(recorded, tmp_path, monkeypatch) -> dict[str, Path]:
+    """Every recorded input written as the JSON file its stage writes. The MLflow run must not
+    be reopened by a stage whose inputs are bad: reaching it fails the test."""
+    import fairtrain.stages.report_stage as report_module
+
+    def no_mlflow(*args, **kwargs):
+        raise AssertionError("the report stage reopened the MLflow run before checking its inputs")
+
+    monkeypatch.setattr(report_module.tracking, "resume_run", no_mlflow)
+    inputs = {}
+    for name, payload in recorded.items():
+        inputs[name] = tmp_path / f"{name}.json"
+        inputs[name].write_text(json.dumps(payload))
+    return inputs
+
+
+def _report_error(params, inputs, tmp_path) -> str:
+    from fairtrain.stages.report_stage import report_stage
+
+    with pytest.raises(FairtrainError) as caught:
+        report_stage(params, inputs, tmp_path / "card.md", tmp_path / "card.html")
+    assert not (tmp_path / "card.md").exists() and not (tmp_path / "card.html").exists()
+    return str(caught.value)
+
+
+def test_report_stage_names_a_malformed_input(params, stage_inputs, tmp_path):
+    stage_inputs["gates"].write_text('{"passed": true, "checks": [')
+    message = _report_error(params, stage_inputs, tmp_path)
+    assert str(stage_inputs["gates"]) in message and "is not valid JSON" in message
+    assert "line 1 column" in message and "rerun `dvc repro evaluate`" in message
+
+
+def test_report_stage_names_a_missing_input(params, stage_inputs, tmp_path):
+    stage_inputs["augment"].unlink()
+    message = _report_error(params, stage_inputs, tmp_path)
+    assert f"{stage_inputs['augment']} (the augment input) does not exist" in message
+    assert "rerun `dvc repro augment`" in message
+
+
+def test_report_stage_names_an_input_that_is_not_an_object(params, stage_inputs, tmp_path):
+    stage_inputs["registered"].write_text("[]")
+    message = _report_error(params, stage_inputs, tmp_path)
+    assert str(stage_inputs["registered"]) in message and "not an object" in message
+    assert "rerun `dvc repro register`" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "stage"),
+    [
+        ("train", ("best_epoch",), "train"),  # read by the template
+        ("gates", ("checks",), "evaluate"),  # read by a helper before the template
+        ("prepare", ("recorded", "positive_class"), "prepare"),  # nested
+        ("augment", ("label_counts_after",), "augment"),
+        ("fairness", ("sex", "all_groups"), "evaluate"),
+        ("registered", ("model_name",), "register"),
+    ],
+)
+def test_report_stage_names_the_file_and_key_an_input_lacks(
+    params, recorded, stage_inputs, tmp_path, name, path, stage
+):
+    payload = copy.deepcopy(recorded[name])
+    parent = payload
+    for key in path[:-1]:
+        parent = parent[key]
+    del parent[path[-1]]
+    stage_inputs[name].write_text(json.dumps(payload))
+    message = _report_error(params, stage_inputs, tmp_path)
+    assert message.startswith(f"{stage_inputs[name]}: no key '{name}.{'.'.join(path)}'"), message
+    assert f"rerun `dvc repro {stage}`" in message
+
+
+def test_a_missing_key_in_a_list_entry_is_named_with_its_position(params, recorded):
+    del recorded["gates"]["checks"][1]["reason"]
+    with pytest.raises(MissingRecordedKey, match=r"no key 'gates\.checks\[1\]\.reason'") as caught:
+        render_model_card(params, recorded)
+    assert caught.value.source == "gates"

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, UndefinedError
+from jinja2.utils import missing
 from markdown_it import MarkdownIt
 
 from fairtrain.config import DatasetConfig, Params
@@ -30,6 +31,56 @@ TEMPLATES = Path(__file__).parent / "templates"
 FIGURE_SECTIONS = ("metrics", "quantitative_analyses", "model_examination")
 FIGURE_INDEX = "index.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class MissingRecordedKey(FairtrainError, KeyError):
+    """A key the card needs is absent from one recorded input. ``source`` names the input (a
+    key of ``recorded``: "train", "evaluation"...), ``path`` the missing key's place in it
+    (``train.hyperparameters.seed``), so the report stage can name the file and its stage."""
+
+    def __init__(self, source: str, path: str) -> None:
+        super().__init__(f"no key {path!r}")
+        self.source, self.path = source, path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Recorded(dict):
+    """A parsed JSON object that knows where it sits in its input: a missing key raises
+    ``MissingRecordedKey`` naming the input and the key's path instead of a bare KeyError."""
+
+    __slots__ = ("_recorded_at",)
+
+    def __missing__(self, key: object) -> None:
+        source, path = self._recorded_at
+        raise MissingRecordedKey(source, f"{path}.{key}")
+
+
+def as_recorded(source: str, value: object, path: str | None = None) -> object:
+    """``value`` with every JSON object in it (nested in objects and lists) a ``Recorded``."""
+    path = source if path is None else path
+    if isinstance(value, dict):
+        out = Recorded((k, as_recorded(source, v, f"{path}.{k}")) for k, v in value.items())
+        out._recorded_at = (source, path)
+        return out
+    if isinstance(value, list):
+        return [as_recorded(source, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+class CardUndefined(StrictUndefined):
+    """StrictUndefined that, for a key missing from a recorded input, raises
+    ``MissingRecordedKey`` (input and key path) instead of "'dict object' has no attribute"."""
+
+    __slots__ = ()
+
+    def __init__(self, hint=None, obj=missing, name=None, exc=UndefinedError) -> None:
+        if isinstance(obj, Recorded) and hint is None and name is not None:
+            source, path = obj._recorded_at
+            missing = MissingRecordedKey(source, f"{path}.{name}")
+            exc = lambda _message: missing  # noqa: E731 - Undefined raises exc(message)
+        super().__init__(hint, obj, name, exc)
 
 
 @dataclass(frozen=True)
@@ -204,6 +255,101 @@ def training_settings(hyperparameters: dict) -> list[tuple[str, str]]:
     return [(key, _setting(value)) for key, value in hyperparameters.items()]
 
 
+def input_kinds(data: dict) -> list[dict]:
+    """The model's raw input columns by kind, as prepare recorded them (``prepare.recorded``),
+    each with how preprocessing encodes that kind; kinds with no column are left out. Records
+    written before boolean and datetime columns existed have neither key: none of either."""
+    numeric = data["numeric_features"]
+    logged = [c for c in data.get("log_transform") or [] if c in numeric]
+    kinds = (
+        (
+            "numeric",
+            numeric,
+            "median-imputed and standardised" + (f", log1p first for {', '.join(logged)}" if logged else ""),
+        ),
+        ("boolean", data.get("boolean_features") or [], "0/1, then median-imputed and standardised"),
+        (
+            "datetime",
+            data.get("datetime_features") or [],
+            "each expanded into its declared date parts, median-imputed and standardised",
+        ),
+        (
+            "categorical",
+            data["categorical_features"],
+            "one-hot over the training categories, with one slot shared by rare"
+            + (
+                f" (fewer than {data['min_category_count']} training rows)"
+                if data.get("min_category_count") is not None
+                else ""
+            )
+            + " or unseen categories and one for missing values",
+        ),
+    )
+    return [
+        {"kind": kind, "columns": list(columns), "encoding": encoding}
+        for kind, columns, encoding in kinds
+        if columns
+    ]
+
+
+# The steps augment_training can run (augment.json "steps"), by kind of change.
+RESAMPLING_STEPS = ("group_balance", "rebalance_random", "rebalance_smote")
+NOISE_STEP = "gaussian_noise"
+
+
+def _positive_rate(counts: dict, positive_class: str) -> float | None:
+    total = sum(counts.values())
+    return counts.get(positive_class, 0) / total if total else None
+
+
+def augmentation_summary(augment: dict, data: dict) -> dict:
+    """What augmentation actually did, from the steps augment recorded: the steps that ran
+    (``ran``), each with the setting that drove it (``settings``: the minority/majority ratio
+    only for class rebalancing), the resampling steps that added rows (``resampled``), whether
+    Gaussian noise was added (``noise``) and the training positive rate before and after.
+
+    A record without ``steps`` (written before they were recorded) is read from ``method``
+    ("step+step", "none") and the total rows before and after."""
+    if "steps" in augment:
+        steps = [dict(step) for step in augment["steps"]]
+    else:
+        names = [] if augment["method"] == "none" else augment["method"].split("+")
+        steps = [
+            {"step": name, "rows_before": augment["rows_before"], "rows_after": augment["rows_after"]}
+            for name in names
+        ]
+    settings = augment.get("settings") or {}
+    descriptions = []
+    for step in steps:
+        name = step["step"]
+        if name.startswith("rebalance_"):
+            text = f"minority/majority ratio {_short(float(augment['minority_ratio']))}"
+            if name == "rebalance_smote" and settings.get("smote_neighbors") is not None:
+                text += f", {settings['smote_neighbors']} neighbours"
+        elif name == "group_balance" and settings.get("group_balance"):
+            feature = settings.get("group_feature") or data["sensitive_features"][0]
+            text = f"`{settings['group_balance']}` over `{feature}`"
+        elif name == NOISE_STEP and settings.get("noise_std") is not None:
+            text = f"noise {_short(float(settings['noise_std']))} × each numeric column's standard deviation"
+        else:
+            text = ""
+        descriptions.append(f"{name}: {text}" if text else name)
+    positive = data["positive_class"]
+    return {
+        "ran": [step["step"] for step in steps],
+        "settings": descriptions,
+        "resampled": [
+            step["step"]
+            for step in steps
+            if step["step"] in RESAMPLING_STEPS and step["rows_after"] > step["rows_before"]
+        ],
+        "noise": any(step["step"] == NOISE_STEP for step in steps),
+        "noise_std": settings.get("noise_std"),
+        "positive_rate_before": _positive_rate(augment["label_counts_before"], positive),
+        "positive_rate_after": _positive_rate(augment["label_counts_after"], positive),
+    }
+
+
 def augment_cells(augment: dict) -> list[dict]:
     """``rows_by_group_and_label`` ("feature=group|label=label" → before/after) as table rows."""
     rows = []
@@ -348,9 +494,12 @@ def render_model_card(
     for figure in figures or []:
         src = figure_src(figure) if figure_src else figure.file
         by_section[figure.section].append(figure_markdown(figure, src))
+    # Every input as a ``Recorded`` mapping: a key the card needs but the input lacks raises
+    # MissingRecordedKey naming the input and the key (in the helpers below and the template).
+    recorded = {name: as_recorded(name, value) for name, value in recorded.items()}
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
-        undefined=StrictUndefined,
+        undefined=CardUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
@@ -372,6 +521,8 @@ def render_model_card(
         group_tables={feature: group_metric_table(audit) for feature, audit in recorded["fairness"].items()},
         settings=training_settings(recorded["train"]["hyperparameters"]),
         augment_cells=augment_cells(recorded["augment"]),
+        inputs=input_kinds(recorded["prepare"]["recorded"]),
+        augmentation=augmentation_summary(recorded["augment"], recorded["prepare"]["recorded"]),
         attribution_rows=attribution_rows(recorded["attributions"]),
         attribution_groups=top_columns_by_group(recorded["attributions"]),
         mitigation_tables=(

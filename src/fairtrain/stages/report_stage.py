@@ -3,7 +3,10 @@ the run."""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -11,8 +14,14 @@ from mlflow.tracking import MlflowClient
 
 from fairtrain import tracking
 from fairtrain.config import Params
+from fairtrain.errors import FairtrainError
 from fairtrain.io import read_json, write_text
-from fairtrain.reporting.model_card import render_model_card_files
+from fairtrain.reporting.model_card import (
+    MissingRecordedKey,
+    as_recorded,
+    render_model_card,
+    render_model_card_files,
+)
 from fairtrain.reporting.registry_context import registry_context
 
 log = logging.getLogger(__name__)
@@ -30,6 +39,20 @@ RECORDED = (
     "registered",
     "run",
 )
+# The DVC stage that writes each input (dvc.yaml), named when an input is unreadable.
+WRITTEN_BY = {
+    "validation": "validate",
+    "prepare": "prepare",
+    "augment": "augment",
+    "train": "train",
+    "evaluation": "evaluate",
+    "fairness": "evaluate",
+    "attributions": "evaluate",
+    "gates": "evaluate",
+    "mitigation": "evaluate",
+    "registered": "register",
+    "run": "train",
+}
 # Inputs a card can do without: their section then says in one sentence that they are absent.
 OPTIONAL = ("mitigation",)
 ABSENT = {
@@ -38,6 +61,44 @@ ABSENT = {
         "reason": "no mitigation report was given to the report stage",
     },
 }
+
+
+def _rerun(name: str) -> str:
+    stage = WRITTEN_BY[name]
+    return f"it is written by the {stage} stage: rerun `dvc repro {stage}`"
+
+
+def read_recorded(name: str, path: Path | None) -> dict:
+    """The JSON object the stage that writes input ``name`` left at ``path``; a missing,
+    unreadable or malformed file raises a ``FairtrainError`` naming the file and that stage."""
+    if path is None:
+        raise FairtrainError(f"no {name} input was given to the report stage; {_rerun(name)}")
+    try:
+        payload = read_json(path)
+    except FileNotFoundError:
+        raise FairtrainError(f"{path} (the {name} input) does not exist; {_rerun(name)}") from None
+    except json.JSONDecodeError as error:
+        raise FairtrainError(
+            f"{path} (the {name} input) is not valid JSON: {error.msg} at line {error.lineno} "
+            f"column {error.colno}; {_rerun(name)}"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise FairtrainError(f"{path} (the {name} input) cannot be read ({error}); {_rerun(name)}") from None
+    if not isinstance(payload, dict):
+        raise FairtrainError(
+            f"{path} (the {name} input) holds a JSON {type(payload).__name__}, not an object; {_rerun(name)}"
+        )
+    return payload
+
+
+@contextmanager
+def _naming_inputs(inputs: dict[str, Path | None]) -> Iterator[None]:
+    """Turn a key missing from a recorded input into an error naming its file and stage."""
+    try:
+        yield
+    except MissingRecordedKey as error:
+        where = inputs.get(error.source) or f"the {error.source} input"
+        raise FairtrainError(f"{where}: {error} (the model card needs it); {_rerun(error.source)}") from None
 
 
 def report_stage(
@@ -50,17 +111,28 @@ def report_stage(
     """``inputs`` maps each name in ``RECORDED`` to the JSON file that stage wrote (those in
     ``OPTIONAL`` may be missing or None);
     ``figures_dir`` holds evaluate's PNGs and their ``index.json`` (optional). Writes the
-    Markdown card to ``output_path`` and, when given, the HTML card to ``html_path``."""
+    Markdown card to ``output_path`` and, when given, the HTML card to ``html_path``.
+
+    Every input is read and the card rendered once before the MLflow run is reopened, so an
+    unreadable input or a key the card needs but an input lacks fails naming the file (and the
+    key) before anything is logged or written."""
     recorded = {
-        name: ABSENT[name] if name in OPTIONAL and inputs.get(name) is None else read_json(inputs[name])
+        name: as_recorded(
+            name,
+            ABSENT[name]
+            if name in OPTIONAL and inputs.get(name) is None
+            else read_recorded(name, inputs.get(name)),
+        )
         for name in RECORDED
     }
-    with tracking.resume_run(tracking.RunRef.load(inputs["run"]), "report"):
-        context = registry_context(MlflowClient(), recorded["registered"])
-        card, page = render_model_card_files(params, recorded, output_path, figures_dir, context)
-        mlflow.log_text(card, f"model_card/{output_path.name}")
-        if html_path is not None:
-            mlflow.log_text(page, f"model_card/{html_path.name}")
+    with _naming_inputs(inputs):
+        render_model_card(params, recorded)
+        with tracking.resume_run(tracking.RunRef.load(inputs["run"]), "report"):
+            context = registry_context(MlflowClient(), recorded["registered"])
+            card, page = render_model_card_files(params, recorded, output_path, figures_dir, context)
+            mlflow.log_text(card, f"model_card/{output_path.name}")
+            if html_path is not None:
+                mlflow.log_text(page, f"model_card/{html_path.name}")
     write_text(output_path, card)
     if html_path is not None:
         write_text(html_path, page)
