@@ -42,11 +42,12 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
+    # Before the experiment is made: its artifact folder is ./mlruns at that moment, and the
+    # runs' artifacts belong under tmp_path, not in the checkout the tests run from.
+    monkeypatch.chdir(tmp_path)
     # MLflow remembers the active experiment id process-wide; an id from another test's store
     # would be looked up in this one.
     mlflow.set_experiment("Default")
-    # Artifacts of runs in this store land under tmp_path too.
-    monkeypatch.chdir(tmp_path)
     yield uri
     if mlflow.active_run():
         mlflow.end_run()
