@@ -7,6 +7,15 @@ schema (vendored by ``check-jsonschema``) and ``docker compose config`` where ei
 installed; the server command against MLflow's own CLI parser; the entrypoint's basic-auth
 config against MLflow's own reader; and (slow) the basic-auth flow the README documents,
 against a real ``mlflow server --app-name basic-auth`` with SQLite standing in for PostgreSQL.
+
+Then the rest of infra/ and what feeds it: the ``ray up`` cluster (Ray's own schema and config
+checks, workers enough for ``train.num_workers``, ``.git`` synced, the tracking server and DVC
+remote from a file outside the repo, the head's setup run with a stand-in dvc); the KubeRay
+RayJob (CRD subset, Kubernetes schemas, the entrypoint run as the head runs it, the image pinned
+to a commit, token auth, the NetworkPolicy); the images' recipes and pins (the project image, the
+tracking server's base image and constraints against requirements.lock); the top-level
+.dockerignore under Docker's matching rules; and which steps of the retraining workflow get
+which secret.
 """
 
 from __future__ import annotations
@@ -553,15 +562,418 @@ def test_rayjob_trains_on_gpus_with_secrets_from_the_cluster(rayjob):
     import ray
 
     spec = rayjob["spec"]
-    assert "dvc repro train" in spec["entrypoint"] and "dvc push" in spec["entrypoint"]
     assert spec["shutdownAfterJobFinishes"] is True
     cluster = spec["rayClusterSpec"]
     assert cluster["rayVersion"] == ray.__version__
     workers = cluster["workerGroupSpecs"][0]
     container = workers["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert workers["replicas"] >= 1
+    # One GPU worker per train.num_workers of params.yaml (the image's params must match).
+    assert workers["replicas"] == workers["minReplicas"] >= _params()["train"]["num_workers"]
     # Credentials only by reference to Kubernetes secrets, never inline.
-    env_names = {e["name"] for e in container["env"]}
-    assert not env_names & {"MLFLOW_TRACKING_PASSWORD", "AWS_SECRET_ACCESS_KEY"}
-    assert {s["secretRef"]["name"] for s in container["envFrom"]} == {"fairtrain-mlflow", "fairtrain-storage"}
+    for pod in _rayjob_containers(rayjob):
+        env_names = {e["name"] for e in pod["env"]}
+        assert not env_names & {"MLFLOW_TRACKING_PASSWORD", "AWS_SECRET_ACCESS_KEY", "DVC_REMOTE_URL"}
+        assert {s["secretRef"]["name"] for s in pod["envFrom"]} == {"fairtrain-mlflow", "fairtrain-storage"}
+
+
+# --- the RayJob's entrypoint, image, authentication and network policy -------------------
+
+NETWORK_POLICY = PROJECT_ROOT / "infra/kuberay/networkpolicy.yaml"
+PROJECT_DOCKERFILE = PROJECT_ROOT / "infra/kuberay/Dockerfile"
+S3_LOCK = PROJECT_ROOT / "infra/requirements-s3.lock"
+DOCKERIGNORE = PROJECT_ROOT / ".dockerignore"
+WORKFLOW = PROJECT_ROOT / ".github/workflows/retrain.yml"
+# The tag the manifest ships with and the documented sed that replaces it with the commit.
+IMAGE_PLACEHOLDER = "GIT_SHA"
+SED = re.compile(r'sed "s/:GIT_SHA\$/:\$\(git rev-parse --short=12 HEAD\)/" infra/kuberay/rayjob\.yaml')
+
+
+def _params() -> dict:
+    return yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+
+
+def _rayjob_containers(rayjob: dict) -> list[dict]:
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    return [c for template in templates for c in template["spec"]["containers"]]
+
+
+def _pins(path: Path) -> dict[str, str]:
+    """``name==version`` lines of a lock/constraints file, by normalised name."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def _fake_dvc(tmp_path: Path) -> tuple[Path, Path]:
+    """A ``dvc`` on PATH that only records its arguments, one call a line."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "dvc-calls"
+    bin_dir.mkdir()
+    fake = bin_dir / "dvc"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\n')
+    fake.chmod(0o755)
+    return bin_dir, log
+
+
+def test_rayjob_entrypoint_runs_the_pipeline_against_the_team_services(rayjob, tmp_path):
+    """The entrypoint as the head runs it: KubeRay hands it to `ray job submit -- ...`, which
+    re-quotes it with shlex.join; run that with a stand-in dvc, with and without the secrets."""
+    import shlex
+
+    words = shlex.split(rayjob["spec"]["entrypoint"])
+    assert words[:2] == ["bash", "-c"] and len(words) == 3
+    script = words[2]
+    assert script.startswith("set -euo pipefail; cd /app;")
+    command = shlex.join(["bash", "-c", script.replace("cd /app;", f"cd {shlex.quote(str(tmp_path))};", 1)])
+    bin_dir, log = _fake_dvc(tmp_path)
+    base = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path)}
+    secrets = {"MLFLOW_TRACKING_URI": "https://mlflow.example.org", "DVC_REMOTE_URL": "s3://bucket/fairtrain"}
+
+    for missing in secrets:
+        env = {**base, **{k: v for k, v in secrets.items() if k != missing}}
+        done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30)
+        assert done.returncode != 0 and missing in done.stderr, done.stderr
+        assert not log.exists()  # nothing ran: no local store or remote that dies with the pod
+
+    done = subprocess.run(
+        ["bash", "-c", command], env={**base, **secrets}, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().splitlines() == [
+        "remote add --local --force --default team s3://bucket/fairtrain",
+        "pull --allow-missing",
+        "repro",  # the whole pipeline: train, evaluate, register, report
+        "push --run-cache",  # outputs and the run cache, from which `dvc repro` rebuilds dvc.lock
+    ]
+
+
+def test_rayjob_image_is_pinned_to_a_commit(rayjob):
+    text = RAYJOB.read_text()
+    assert ":latest" not in text
+    images = {c["image"] for c in _rayjob_containers(rayjob)}
+    assert len(images) == 1, images  # head and workers run the same build
+    (image,) = images
+    assert image.endswith(f":{IMAGE_PLACEHOLDER}"), image
+    for container in _rayjob_containers(rayjob):
+        assert container["imagePullPolicy"] == "IfNotPresent"  # fine for an immutable commit tag
+    # The documented sed turns every image line, and nothing else, into the commit's tag.
+    assert SED.search(text), "rayjob.yaml must document the sed that sets the image tag"
+    assert SED.search((PROJECT_ROOT / "infra/README.md").read_text())
+    replaced = re.sub(r":GIT_SHA$", ":0123456789ab", text, flags=re.MULTILINE)
+    changed = [(a, b) for a, b in zip(text.splitlines(), replaced.splitlines(), strict=True) if a != b]
+    assert len(changed) == len(_rayjob_containers(rayjob))
+    assert all(b.strip() == "image: ghcr.io/example/fairtrain:0123456789ab" for _, b in changed)
+
+
+def test_rayjob_cluster_requires_ray_token_auth_and_says_who_can_reach_it(rayjob):
+    import jsonschema
+
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    assert cluster["authOptions"] == {"mode": "token"}
+    head_params = cluster["headGroupSpec"]["rayStartParams"]
+    assert head_params["num-cpus"] == "0"
+    text = RAYJOB.read_text()
+    assert "no Service exposes it" not in text  # KubeRay does create <cluster>-head-svc
+    assert "head-svc" in text and "networkpolicy.yaml" in text
+    # authOptions is in the schema, and a typo in it is caught.
+    typo = json.loads(json.dumps(rayjob))
+    typo["spec"]["rayClusterSpec"]["authOptions"] = {"mdoe": "token"}
+    with pytest.raises(jsonschema.ValidationError, match="mdoe"):
+        jsonschema.validate(typo, json.loads(RAYJOB_SCHEMA.read_text()))
+
+
+def test_network_policy_admits_only_the_jobs_pods_and_the_operator(rayjob):
+    import kubernetes_validate
+
+    policy = yaml.safe_load(NETWORK_POLICY.read_text())
+    kubernetes_validate.validate(policy, KUBERNETES_VERSION, strict=True)
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    selector = spec["podSelector"]["matchLabels"]
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    for template in templates:  # the policy selects the head and every worker
+        labels = template["metadata"]["labels"]
+        assert selector.items() <= labels.items(), labels
+    among_themselves, to_dashboard = spec["ingress"]
+    assert among_themselves == {"from": [{"podSelector": {"matchLabels": selector}}]}
+    assert to_dashboard["ports"] == [{"protocol": "TCP", "port": 8265}]
+    submitter, operator = to_dashboard["from"]
+    # Kubernetes labels a Job's pods with the Job's name; KubeRay names the submitter Job
+    # after the RayJob.
+    assert submitter == {
+        "podSelector": {"matchLabels": {"batch.kubernetes.io/job-name": rayjob["metadata"]["name"]}}
+    }
+    assert operator["podSelector"]["matchLabels"] == {"app.kubernetes.io/component": "kuberay-operator"}
+    # No rule admits anything from everywhere (an empty `from`, or no `from` at all).
+    for rule in spec["ingress"]:
+        assert rule.get("from"), rule
+
+
+def test_project_image_recipe_is_pinned_and_keeps_the_repository():
+    import ray
+
+    dockerfile = PROJECT_DOCKERFILE.read_text()
+    assert f"FROM rayproject/ray:{ray.__version__}-py311-gpu" in dockerfile
+    assert "COPY --chown=1000:100 . /app" in dockerfile  # the image's ray user writes dvc outputs
+    assert "pip install --no-cache-dir --disable-pip-version-check torch==2.13.0" in dockerfile
+    assert "-c requirements.lock -c infra/requirements-s3.lock -e ." in dockerfile
+    assert f'"dvc-s3=={_pins(S3_LOCK)["dvc-s3"]}"' in dockerfile
+    assert "git -C /app rev-parse HEAD" in dockerfile  # fails the build without .git (dvc needs it)
+
+
+def test_s3_lock_agrees_with_the_project_lock_and_every_installer():
+    s3, lock = _pins(S3_LOCK), _pins(PROJECT_ROOT / "requirements.lock")
+    assert {"dvc-s3", "s3fs", "aiobotocore", "botocore"} <= set(s3)
+    for name in set(s3) & set(lock):
+        assert s3[name] == lock[name], name
+    # s3fs is released in lockstep with fsspec and requires exactly its version.
+    assert s3["s3fs"] == lock["fsspec"]
+    pin = f"dvc-s3=={s3['dvc-s3']}"
+    for path in (WORKFLOW, RAY_CLUSTER, PROJECT_DOCKERFILE, PROJECT_ROOT / "infra/README.md"):
+        text = path.read_text()
+        assert pin in text and "infra/requirements-s3.lock" in text, path
+        assert not re.search(r"pip install[^\n]*\bdvc-s3\b(?!==)", text), f"{path}: unpinned dvc-s3"
+
+
+# --- .dockerignore -------------------------------------------------------------------------
+
+
+def _dockerignore_patterns(path: Path) -> list[tuple[bool, re.Pattern]]:
+    """Docker's .dockerignore rules: `**` any number of directories, `*` and `?` within one
+    name, leading `/` ignored, `!` re-includes; the last matching pattern wins, and a pattern
+    that matches a directory matches everything under it."""
+    rules = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line[1:] if negate else line
+        pattern = os.path.normpath(pattern.strip()).lstrip("/")
+        regex = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                regex += "(?:.*/)?"
+                i += 3
+            elif pattern.startswith("**", i):
+                regex += ".*"
+                i += 2
+            elif pattern[i] == "*":
+                regex += "[^/]*"
+                i += 1
+            elif pattern[i] == "?":
+                regex += "[^/]"
+                i += 1
+            else:
+                regex += re.escape(pattern[i])
+                i += 1
+        rules.append((negate, re.compile(regex + "(?:/.*)?")))
+    return rules
+
+
+def _docker_excludes(rules: list[tuple[bool, re.Pattern]], path: str) -> bool:
+    excluded = False
+    for negate, regex in rules:
+        if regex.fullmatch(path):
+            excluded = not negate
+    return excluded
+
+
+SECRET_AND_STATE_PATHS = [
+    ".env",
+    "infra/mlflow/.env",
+    "infra/mlflow/.env.local",
+    ".dvc/config.local",
+    ".dvc/cache/files/md5/ab/cdef",
+    ".dvc/tmp/rwlock",
+    "mlflow.db",
+    "mlflow.db.lock",
+    "mlruns/0/meta.yaml",
+    "models/.ray-runs/fairtrain/checkpoint_000001/checkpoint.ckpt",
+    "models/model/MLmodel",
+    "models/mlflow_run.json",
+    ".venv/bin/python",
+    "src/fairtrain/__pycache__/cli.cpython-311.pyc",
+    "data/validated/dataset.parquet",
+    "data/prepared/train.parquet",
+    "data/reference_stats.json",
+    "retrain-out/decision.json",
+]
+PROJECT_PATHS = [
+    ".git/HEAD",
+    ".git/objects/pack/x.pack",
+    ".dvc/config",
+    "dvc.yaml",
+    "dvc.lock",
+    "params.yaml",
+    "pyproject.toml",
+    "requirements.lock",
+    "infra/requirements-s3.lock",
+    "infra/mlflow/.env.example",
+    "src/fairtrain/cli.py",
+    "data/raw/adult.csv.gz",
+    "metrics/evaluation.json",
+]
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image():
+    rules = _dockerignore_patterns(DOCKERIGNORE)
+    for path in SECRET_AND_STATE_PATHS:
+        assert _docker_excludes(rules, path), f"{path} would be copied into the image"
+    for path in PROJECT_PATHS:
+        assert not _docker_excludes(rules, path), f"{path} is needed in the image"
+    # Whatever .env files exist in this checkout right now are excluded too.
+    for found in PROJECT_ROOT.rglob(".env*"):
+        relative = found.relative_to(PROJECT_ROOT).as_posix()
+        if relative.startswith(".venv/") or found.name == ".env.example":
+            continue
+        assert _docker_excludes(rules, relative), relative
+    # The server image's own context (infra/mlflow) keeps its .env out as well.
+    mlflow_rules = _dockerignore_patterns(STACK / ".dockerignore")
+    assert _docker_excludes(mlflow_rules, ".env") and not _docker_excludes(mlflow_rules, ".env.example")
+
+
+def test_dockerignore_matcher_follows_docker_rules():
+    rules = [
+        (False, re.compile(r"(?:.*/)?\.env(?:/.*)?")),
+    ]
+    assert _docker_excludes(rules, "a/b/.env") and _docker_excludes(rules, ".env")
+    assert not _docker_excludes(rules, "a/.envrc")
+    parsed = _dockerignore_patterns(DOCKERIGNORE)
+    assert not _docker_excludes(parsed, "infra/mlflow/.env.example")  # the `!` exception
+    assert _docker_excludes(parsed, "infra/mlflow/.env.production")
+
+
+# --- the `ray up` cluster: workers, environment, checkout ----------------------------------
+
+# GPUs per instance of the types the cluster may use (Ray detects them on the node).
+GPUS_PER_INSTANCE = {"g5.xlarge": 1, "g5.2xlarge": 1, "g6.xlarge": 1, "g4dn.xlarge": 1, "p3.2xlarge": 1}
+
+
+def test_ray_cluster_starts_enough_workers_for_the_train_stage(ray_cluster):
+    """The train stage checks ray.cluster_resources() before asking for workers, so the
+    autoscaler never scales up for it: min_workers must already cover train.num_workers."""
+    train = _params()["train"]
+    head = ray_cluster["available_node_types"]["head"]
+    assert head["resources"] == {"CPU": 0}
+    gpu = ray_cluster["available_node_types"]["gpu_worker"]
+    gpus = gpu["min_workers"] * GPUS_PER_INSTANCE[gpu["node_config"]["InstanceType"]]
+    assert gpus >= train["num_workers"]  # use_gpu: true, one GPU per Ray Train worker
+    assert gpu["min_workers"] >= train["num_workers"]  # use_gpu: false, >= 1 CPU per worker
+    assert gpu["min_workers"] <= gpu["max_workers"] <= ray_cluster["max_workers"]
+
+
+def test_ray_cluster_syncs_the_repository_but_no_secrets(ray_cluster):
+    excluded = ray_cluster["rsync_exclude"]
+    assert not any(".git" in pattern.split("/")[-1] for pattern in excluded)  # dvc needs .git
+    assert {"**/.venv", "**/mlruns", "**/mlflow.db"} <= set(excluded)
+    assert ray_cluster["rsync_filter"] == [".gitignore"]
+    # ... which drops the secrets that the nested .gitignore files name.
+    assert ".env" in (STACK / ".gitignore").read_text().split()
+    assert "/config.local" in (PROJECT_ROOT / ".dvc/.gitignore").read_text().split()
+
+
+def test_ray_cluster_environment_comes_from_a_file_outside_the_repo(ray_cluster, tmp_path):
+    mounts = ray_cluster["file_mounts"]
+    assert mounts["~/fairtrain"] == "."
+    local = mounts["~/fairtrain-secrets/cluster.env"]
+    assert local.startswith("~/") and not local.startswith("~/fairtrain")  # never in the checkout
+    setup = ray_cluster["setup_commands"]
+    assert "echo 'set -a; . ~/fairtrain-secrets/cluster.env; set +a' >> ~/.bashrc" in setup
+    assert "chmod 600 ~/fairtrain-secrets/cluster.env" in setup
+
+    # The head's setup as the node runs it: it refuses to go on without a tracking server or
+    # a remote, then makes the remote the checkout's default.
+    check, remote = ray_cluster["head_setup_commands"]
+    (tmp_path / "fairtrain-secrets").mkdir()
+    (tmp_path / "fairtrain").mkdir()
+    env_file = tmp_path / "fairtrain-secrets/cluster.env"
+    bin_dir, log = _fake_dvc(tmp_path)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path)}
+    for content in ("MLFLOW_TRACKING_URI=https://mlflow.example.org\n", "DVC_REMOTE_URL=s3://b/f\n", ""):
+        env_file.write_text(content)
+        done = subprocess.run(["bash", "-c", check], env=env, capture_output=True, text=True, timeout=30)
+        assert done.returncode != 0 and "must set MLFLOW_TRACKING_URI and DVC_REMOTE_URL" in done.stderr
+    env_file.write_text("MLFLOW_TRACKING_URI=https://mlflow.example.org\nDVC_REMOTE_URL='s3://b/f'\n")
+    for command in (check, remote):
+        done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+    assert log.read_text() == "remote add --local --force --default team s3://b/f\n"
+
+
+# --- the retraining workflow: secrets per step ----------------------------------------------
+
+SECRET_REF = re.compile(r"\$\{\{\s*secrets\.([A-Z_]+)\s*\}\}")
+
+
+@pytest.fixture(scope="module")
+def workflow() -> dict:
+    raw = yaml.safe_load(WORKFLOW.read_text())
+    raw["on"] = raw.pop(True)  # PyYAML reads the key `on` as True (YAML 1.1)
+    return raw
+
+
+def test_workflow_secrets_reach_only_the_steps_that_use_them(workflow):
+    job = workflow["jobs"]["retrain"]
+    assert not SECRET_REF.search(json.dumps(job.get("env", {})))  # nothing job-wide
+    by_step = {}
+    for step in job["steps"]:
+        # Secrets only as step env, never in a run script, a `with:` or a condition.
+        outside_env = {k: v for k, v in step.items() if k != "env"}
+        assert not SECRET_REF.search(json.dumps(outside_env)), step
+        names = set(SECRET_REF.findall(json.dumps(step.get("env", {}))))
+        if "uses" in step:
+            assert not names, f"third-party action {step['uses']} gets secrets {names}"
+        if "make setup" in step.get("run", ""):
+            assert not names, "secrets during make setup (pip runs packages' build code)"
+        by_step[step.get("name", step.get("uses"))] = names
+    assert by_step["Point DVC at the team remote"] == {"DVC_REMOTE_URL"}
+    assert by_step["Check the tracking server secret"] == {"MLFLOW_TRACKING_URI"}
+    assert by_step["Drift check, retraining, push"] == {
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    }
+    # The job's token: not persisted by checkout, handed to the one push that needs it.
+    checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout"))
+    assert checkout["with"]["persist-credentials"] is False
+    push = next(s for s in job["steps"] if "git push" in s.get("run", ""))
+    assert push["env"] == {"GITHUB_TOKEN": "${{ github.token }}"}
+    assert [s for s in job["steps"] if "github.token" in json.dumps(s)] == [push]
+
+
+def test_workflow_runs_one_at_a_time_with_minimal_permissions(workflow):
+    assert workflow["permissions"] == {"contents": "write"}
+    assert workflow["concurrency"] == {"group": "retrain", "cancel-in-progress": False}
+    setup = next(s for s in workflow["jobs"]["retrain"]["steps"] if "make setup" in s.get("run", ""))
+    assert "-c requirements.lock -c infra/requirements-s3.lock" in setup["run"]
+
+
+# --- the tracking server image: pinned base and packages --------------------------------------
+
+
+def test_mlflow_server_image_is_pinned():
+    from importlib.metadata import version
+
+    dockerfile = (STACK / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)", dockerfile, flags=re.MULTILINE)[1]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-(bookworm|trixie)(@sha256:[0-9a-f]{64})?", base), base
+    assert "COPY constraints.txt /tmp/constraints.txt" in dockerfile
+    assert "-c /tmp/constraints.txt" in dockerfile and "pip check" in dockerfile
+    constraints, lock = _pins(STACK / "constraints.txt"), _pins(PROJECT_ROOT / "requirements.lock")
+    assert constraints["mlflow"] == version("mlflow") == lock["mlflow"]
+    for name in ("psycopg2-binary", "boto3", "botocore", "flask-wtf", "sqlalchemy", "alembic"):
+        assert name in constraints, name
+    mismatched = {
+        n: (constraints[n], lock[n]) for n in set(constraints) & set(lock) if constraints[n] != lock[n]
+    }
+    assert not mismatched, f"constraints.txt disagrees with requirements.lock: {mismatched}"
