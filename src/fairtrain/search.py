@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -32,7 +31,14 @@ from fairtrain.search_runs import (
 )
 from fairtrain.training.trainer import TrainingData, train_distributed
 
+if TYPE_CHECKING:
+    from fairtrain.stages.train_stage import ModelInputs
+
 log = logging.getLogger(__name__)
+
+# CPUs Tune reserves for a trial's own process; it only waits while its Ray Train workers
+# (one CPU each, or one GPU each with train.use_gpu) train.
+TRIAL_CPUS = 0.1
 
 
 def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -46,6 +52,70 @@ def trial_params(params: Params, overrides: dict[str, Any]) -> TrainConfig:
     raw.update(overrides)
     raw.update(num_workers=params.tune.workers_per_trial, max_epochs=params.tune.max_epochs)
     return TrainConfig.model_validate(raw)
+
+
+def trial_setup(
+    params: Params, overrides: dict[str, Any], model_inputs: ModelInputs
+) -> tuple[TrainConfig, dict]:
+    """A trial's train section and the model options derived from it (embedding blocks, the
+    periodic numeric embedding, the positive-class weight): from the trial's own keys, so that
+    every tunable key, ``class_weight`` and the embedding keys too, shapes the trial's model."""
+    train = trial_params(params, overrides)
+    return train, model_inputs.options(train)
+
+
+def search_conditions_warning(params: Params) -> str | None:
+    """How the trials train differently from the train stage whose keys the search picks
+    (worker count and epochs), or None when they train alike."""
+    tune_, train = params.tune, params.train
+    differences = []
+    if tune_.workers_per_trial != train.num_workers:
+        differences.append(
+            f"tune.workers_per_trial={tune_.workers_per_trial} but train.num_workers={train.num_workers} "
+            "(batch_size is per worker, so a trial's effective batch is "
+            f"{tune_.workers_per_trial} x batch_size rows and the training's {train.num_workers} x "
+            "batch_size; each worker also sees another share of every epoch)"
+        )
+    if tune_.max_epochs != train.max_epochs:
+        differences.append(
+            f"tune.max_epochs={tune_.max_epochs} but train.max_epochs={train.max_epochs} "
+            "(a cosine or one-cycle learning-rate schedule spans another number of epochs)"
+        )
+    if not differences:
+        return None
+    return (
+        "the search trains under other conditions than the train stage it picks keys for: "
+        + "; ".join(differences)
+        + ". The best keys found may not be the best for the training; set these equal to "
+        "search under the training's conditions"
+    )
+
+
+def trial_resource_problem(params: Params, resources: dict[str, float]) -> str | None:
+    """Why one trial cannot be placed on a Ray cluster with ``resources`` (Ray's
+    ``cluster_resources()``: ``{"CPU": 2.0, "GPU": 1.0, ...}``), or None when it can. A trial
+    needs ``tune.workers_per_trial`` Ray Train workers (a CPU each, or a GPU each with
+    ``train.use_gpu``) and ``TRIAL_CPUS`` for its own process."""
+    workers = params.tune.workers_per_trial
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    if params.train.use_gpu:
+        if gpus < workers:
+            return (
+                f"tune.workers_per_trial={workers} with train.use_gpu true needs {workers} GPU(s) per "
+                f"trial but the Ray cluster has {gpus:g}; lower tune.workers_per_trial or join a "
+                "larger cluster (RAY_ADDRESS)"
+            )
+        needed = TRIAL_CPUS
+    else:
+        needed = workers + TRIAL_CPUS
+    if cpus < needed:
+        return (
+            f"tune.workers_per_trial={workers} needs {needed:g} CPUs per trial ("
+            + ("" if params.train.use_gpu else "one per Ray Train worker, ")
+            + f"{TRIAL_CPUS:g} for the trial itself) but the Ray cluster has {cpus:g}; lower "
+            "tune.workers_per_trial or join a larger cluster (RAY_ADDRESS)"
+        )
+    return None
 
 
 def _refusal(params: Params, overrides: dict[str, Any]) -> str | None:
@@ -79,12 +149,21 @@ def check_space(params: Params, source: str = "params.yaml") -> None:
         raise ConfigError(f"{source}: " + "\n".join(problems))
 
 
-def _tag_execution(tracking_uri: str, experiment_id: str, trial_id: str, tags: dict[str, str]) -> None:
-    """Best effort, from the trial's process: the execution tags on its run, which only the
-    trial learns (from rank 0). Without the server's credentials there it logs a warning."""
+def _tag_execution(
+    tracking_uri: str, experiment_id: str, parent_id: str, trial_id: str, tags: dict[str, str]
+) -> None:
+    """Best effort, from the trial's process: the execution tags on its run (the child of
+    ``parent_id`` with the trial's id: another search may have had a trial of the same id),
+    which only the trial learns (from rank 0). Without the server's credentials there it logs
+    a warning."""
     try:
         client = MlflowClient(tracking_uri)
-        runs = client.search_runs([experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'")
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=(
+                f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent_id}'"
+            ),
+        )
         for run in runs:
             for key, value in tags.items():
                 client.set_tag(run.info.run_id, key, value)
@@ -92,18 +171,56 @@ def _tag_execution(tracking_uri: str, experiment_id: str, trial_id: str, tags: d
         log.warning("trial %s could not tag its MLflow run with where it trained: %s", trial_id, error)
 
 
+def search_trainable(
+    params: Params,
+    data: TrainingData,
+    model_inputs: ModelInputs,
+    parent_id: str,
+    experiment_id: str,
+    tracking_uri: str,
+    storage: str | Path,
+) -> Any:
+    """The Tune trainable of every trial: the train stage's training with the trial's keys.
+    The data reaches the trials through Ray's object store (``tune.with_parameters`` puts it
+    there once, with a Ray session connected), not inside the pickled trainable: pickled with
+    it, Adult's 13 MiB drew Ray's "very large" warning, and above 100 MB Ray refuses."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    space = params.tune.space
+
+    def trial(config: dict[str, Any], data: TrainingData) -> None:
+        trial_id = tune.get_context().get_trial_id()
+        train, options = trial_setup(params, {k: config[k] for k in space}, model_inputs)
+        with tempfile.TemporaryDirectory() as out:
+            outcome = train_distributed(
+                data,
+                train,
+                Path(out),
+                storage=storage,
+                name=f"tune-{parent_id[:8]}-{trial_id}",
+                model_config=options,
+                callbacks=[TuneReportCallback()],
+            )
+        _tag_execution(tracking_uri, experiment_id, parent_id, trial_id, outcome.tags)
+
+    # The trial only waits; its workers hold the CPUs (or GPUs).
+    return tune.with_resources(tune.with_parameters(trial, data=data), {"cpu": TRIAL_CPUS})
+
+
 def run_search(
     params: Params,
     data: TrainingData,
-    model_config: dict,
+    model_inputs: ModelInputs,
     experiment_id: str,
     tracking_uri: str,
     storage: str | Path,
 ) -> dict[str, Any]:
     """Run the grid under ASHA; returns the best trial's overrides and metrics. Needs a Ray
-    session and an active MLflow parent run."""
+    session and an active MLflow parent run. ``model_inputs`` gives each trial its model
+    options from its own train keys."""
+    import ray
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     parent = mlflow.active_run()
     if parent is None:
@@ -111,26 +228,20 @@ def run_search(
     parent_id = parent.info.run_id
     check_space(params)
     space = params.tune.space
+    for overrides in grid(space):  # a combination the model cannot be built for fails here, not mid-search
+        trial_setup(params, overrides, model_inputs)
+    problem = trial_resource_problem(params, ray.cluster_resources())
+    if problem:
+        raise ConfigError(problem)
+    warning = search_conditions_warning(params)
+    if warning:
+        log.warning(warning)
 
     def describe(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         overrides = {k: config[k] for k in space}
         name = "trial-" + "-".join(f"{k}={v}" for k, v in overrides.items())
         train = trial_params(params, overrides).model_dump(mode="json")
         return name, {f"train.{k}": v for k, v in train.items()}
-
-    def trial(config: dict[str, Any]) -> None:
-        trial_id = tune.get_context().get_trial_id()
-        with tempfile.TemporaryDirectory() as out:
-            outcome = train_distributed(
-                data,
-                trial_params(params, {k: config[k] for k in space}),
-                Path(out),
-                storage=storage,
-                name=f"tune-{parent_id[:8]}-{trial_id}",
-                model_config=model_config,
-                callbacks=[TuneReportCallback()],
-            )
-        _tag_execution(tracking_uri, experiment_id, trial_id, outcome.tags)
 
     runs = TrialRuns(MlflowClient(tracking_uri), experiment_id, parent_id, describe)
     scheduler = StopRecordingASHA(
@@ -145,7 +256,7 @@ def run_search(
         reduction_factor=params.tune.reduction_factor,
     )
     tuner = tune.Tuner(
-        tune.with_resources(trial, {"cpu": 0.1}),  # the trial only waits; its workers hold the CPUs
+        search_trainable(params, data, model_inputs, parent_id, experiment_id, tracking_uri, storage),
         param_space={k: tune.grid_search(v) for k, v in space.items()},
         tune_config=tune.TuneConfig(
             metric="val_loss",
@@ -236,29 +347,112 @@ def write_back_best(params_path: Path, summary: dict[str, Any]) -> None:
 
 def write_back(params_path: Path, overrides: dict[str, Any]) -> None:
     """Set ``train.<key>: value`` in params.yaml for each override, keeping comments and
-    layout (line edits inside the ``train:`` block, then a full re-validation)."""
+    layout: a ruamel.yaml round trip (a new key goes at the end of ``train:``; a list keeps
+    the flow or block style of the one it replaces), with the file's own indentation. The
+    edited text must load (with PyYAML, as every stage loads params) to the old parameters
+    with exactly these train keys changed, and be valid, before it atomically replaces the
+    file; otherwise a ``ConfigError`` names the file and the key, and the file is unchanged.
+    (Ruamel writes the whole file with one indentation, so a file that mixes indentations
+    may come back with the other sections re-indented: same values, checked as above.)"""
+    import copy
+    import io
+
     import yaml
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.error import YAMLError as RuamelError
+    from ruamel.yaml.util import load_yaml_guess_indent
 
     from fairtrain.config import params_from_dict
-    from fairtrain.io import atomic_path
+    from fairtrain.io import write_text
 
-    lines = params_path.read_text(encoding="utf-8").splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == "train:"), None)
-    if start is None:
-        raise ConfigError(f"{params_path}: no top-level train: section")
-    end = next((i for i in range(start + 1, len(lines)) if re.match(r"^\S", lines[i])), len(lines))
+    params_path = Path(params_path)
+    try:
+        text = params_path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{params_path}: cannot read the parameters file: {error}") from None
+    try:
+        before = yaml.safe_load(text)
+        _, sequence_indent, dash_offset = load_yaml_guess_indent(text)
+        editor = _round_trip_yaml()
+        document = editor.load(text)
+    except (yaml.YAMLError, RuamelError) as error:
+        why = str(error).split("\n\nTo suppress")[0]  # ruamel's advice on duplicate keys does not apply
+        raise ConfigError(
+            f"{params_path}: not valid YAML (or a key given twice), so the best train keys were "
+            f"not written: {why}"
+        ) from None
+    if not isinstance(document, CommentedMap) or not isinstance(before, dict):
+        raise ConfigError(f"{params_path}: expected a mapping at the top level")
+    train = document.get("train")
+    if train is None:
+        train = document["train"] = CommentedMap()
+    if not isinstance(train, CommentedMap):
+        raise ConfigError(f"{params_path}: train is not a mapping, so the best train keys were not written")
+    # ruamel writes the whole document with one indentation: the train section's own (the
+    # column of its first key), and for block lists the file's (guessed from its first one).
+    mapping_indent = train.lc.key(next(iter(train)))[1] if train and not train.fa.flow_style() else 2
+    if dash_offset is None or sequence_indent is None:
+        sequence_indent, dash_offset = mapping_indent, 0
+    editor.indent(mapping=mapping_indent, sequence=sequence_indent, offset=dash_offset)
     for key, value in overrides.items():
-        pattern = re.compile(rf"^(  {re.escape(key)}:\s*)([^#\n]*?)(\s*(#.*)?)$")
-        rendered = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-        for i in range(start + 1, end):
-            match = pattern.match(lines[i].rstrip("\n"))
-            if match:
-                lines[i] = f"{match.group(1)}{rendered}{match.group(3)}\n"
-                break
-        else:
-            lines.insert(end, f"  {key}: {rendered}\n")
-            end += 1
-    text = "".join(lines)
-    params_from_dict(yaml.safe_load(text), source=str(params_path))  # still valid
-    with atomic_path(params_path) as staging:
-        Path(staging).write_text(text, encoding="utf-8")
+        if isinstance(value, list | tuple):
+            old = train.get(key)
+            value = CommentedSeq(value)
+            if isinstance(old, CommentedSeq) and not old.fa.flow_style():
+                value.fa.set_block_style()
+            else:
+                value.fa.set_flow_style()
+        train[key] = value
+    out = io.StringIO()
+    editor.dump(document, out)
+    edited = out.getvalue()
+
+    # What every stage will read: PyYAML, then validation.
+    expected = copy.deepcopy(before)
+    expected["train"] = {**(expected.get("train") or {}), **{k: _plain(v) for k, v in overrides.items()}}
+    try:
+        after = yaml.safe_load(edited)
+    except yaml.YAMLError as error:
+        raise ConfigError(
+            f"{params_path}: the edited file would not be valid YAML ({error}); left unchanged"
+        ) from None
+    wrong = [k for k in overrides if (after.get("train") or {}).get(k) != expected["train"][k]]
+    if wrong or after != expected:
+        where = (
+            ", ".join(f"train.{k} would read {(after.get('train') or {}).get(k)!r}" for k in wrong)
+            if wrong
+            else "other keys would change too"
+        )
+        raise ConfigError(
+            f"{params_path}: writing {overrides} did not give the expected file ({where}); left unchanged"
+        )
+    params_from_dict(after, source=str(params_path))  # still valid
+    write_text(params_path, edited)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _round_trip_yaml() -> Any:
+    """A ruamel.yaml round-trip loader and dumper whose new values PyYAML reads back alike: a
+    float as PyYAML writes it (``1.0e-05``; ruamel's ``1e-05`` is a string to PyYAML) and
+    ``null`` written out (ruamel leaves an empty value). Values read from the file keep their
+    text."""
+    import yaml
+    from ruamel.yaml import YAML
+
+    editor = YAML(typ="rt")
+    editor.preserve_quotes = True
+    editor.width = 4096  # never re-wrap a line
+
+    def represent_float(representer: Any, data: float) -> Any:
+        text = yaml.safe_dump(data).strip().removesuffix("...").strip()
+        return representer.represent_scalar("tag:yaml.org,2002:float", text)
+
+    def represent_none(representer: Any, data: None) -> Any:
+        return representer.represent_scalar("tag:yaml.org,2002:null", "null")
+
+    editor.representer.add_representer(float, represent_float)
+    editor.representer.add_representer(type(None), represent_none)
+    return editor

@@ -246,3 +246,30 @@ def test_a_search_stopped_midway_leaves_no_run_running_and_params_unchanged(prep
     child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
     assert child.data.params["train.learning_rate"] == "0.01"
     assert [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")] == [0]
+
+
+def test_the_trials_get_the_data_from_the_object_store_not_inside_the_trainable(
+    small_params, tmp_path, monkeypatch
+):
+    """Tune pickles the trainable for every trial; the data must not be in it (13 MiB for
+    Adult drew Ray's "very large" warning, and above 100 MB Ray refuses the trainable)."""
+    import numpy as np
+
+    from fairtrain.search import search_trainable
+    from fairtrain.stages.train_stage import ModelInputs
+    from fairtrain.training.trainer import TrainingData
+
+    rows = 300_000  # 24 MB of features
+    data = TrainingData(
+        np.ones((rows, 20), np.float32), np.ones(rows, np.float32), np.ones((8, 20), np.float32), np.ones(8)
+    )
+    inputs = ModelInputs(feature_groups={}, numeric=[], categorical=[], rows=rows, positives=rows // 2)
+    params = shrink_params(small_params, tune={"space": {"learning_rate": [0.01]}})
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    try:
+        trainable = search_trainable(params, data, inputs, "0" * 32, "0", "sqlite:///unused.db", tmp_path)
+        pickled = len(ray.cloudpickle.dumps(trainable))
+    finally:
+        ray.shutdown()
+    assert pickled < 1 << 20, f"the trainable pickles to {pickled:,} bytes"

@@ -20,19 +20,21 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fairtrain import tracking
-from fairtrain.config import Params
+from fairtrain.config import Params, TrainConfig
 from fairtrain.data.preprocessing import Preprocessor, target_vector
-from fairtrain.errors import TrainingError
+from fairtrain.errors import FairtrainError, TrainingError
 from fairtrain.io import json_safe, read_json, write_json
 from fairtrain.models.export import save_model, state_dict_from_lightning_checkpoint
 from fairtrain.models.mlp import embedding_blocks
@@ -179,28 +181,101 @@ def training_run(run_id: str | None, run_name: str) -> Iterator[mlflow.ActiveRun
     mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
 
 
-def model_options(params: Params, preprocessor: Preprocessor, y_train: np.ndarray) -> dict:
-    """What the network and loss need beyond the train params: embedding blocks from the
-    preprocessor's one-hot groups, the positive-class weight from the training labels."""
-    options: dict[str, object] = {"embedding_blocks": [], "numeric_embedding_spec": None, "pos_weight": None}
-    if params.train.numeric_embedding == "periodic":
-        groups = preprocessor.feature_groups
-        options["numeric_embedding_spec"] = {
-            "indices": [groups[column][0] for column in preprocessor.numeric],
-            "frequencies": params.train.numeric_embedding_frequencies,
-            "dim": params.train.numeric_embedding_dim,
-            "sigma": params.train.numeric_embedding_sigma,
-        }
-    if params.train.embeddings:
-        options["embedding_blocks"] = embedding_blocks(
-            preprocessor.feature_groups, list(preprocessor.categorical), params.train.embedding_max_dim
+@dataclass(frozen=True)
+class ModelInputs:
+    """What the network and loss need beyond the train keys: the preprocessor's feature
+    layout and the training labels' class counts. Small and picklable, so a search hands it to
+    every trial, which derives its own model options from its own train keys (``options``)."""
+
+    feature_groups: dict[str, list[int]]
+    numeric: list[str]
+    categorical: list[str]
+    rows: int
+    positives: int
+
+    @classmethod
+    def of(cls, preprocessor: Preprocessor, y_train: np.ndarray) -> ModelInputs:
+        return cls(
+            feature_groups=preprocessor.feature_groups,
+            numeric=list(preprocessor.numeric),
+            categorical=list(preprocessor.categorical),
+            rows=len(y_train),
+            positives=int(np.sum(y_train)),
         )
-    if params.train.class_weight == "balanced":
-        positives = float(np.sum(y_train))
-        if positives == 0 or positives == len(y_train):
-            raise TrainingError("train.class_weight is balanced but the training labels hold one class only")
-        options["pos_weight"] = (len(y_train) - positives) / positives
-    return options
+
+    def options(self, train: TrainConfig) -> dict:
+        """Embedding blocks from the one-hot groups, the periodic numeric embedding's spec and
+        the positive-class weight, each as ``train`` asks for it."""
+        options: dict[str, object] = {
+            "embedding_blocks": [],
+            "numeric_embedding_spec": None,
+            "pos_weight": None,
+        }
+        if train.numeric_embedding == "periodic":
+            options["numeric_embedding_spec"] = {
+                "indices": [self.feature_groups[column][0] for column in self.numeric],
+                "frequencies": train.numeric_embedding_frequencies,
+                "dim": train.numeric_embedding_dim,
+                "sigma": train.numeric_embedding_sigma,
+            }
+        if train.embeddings:
+            options["embedding_blocks"] = embedding_blocks(
+                self.feature_groups, list(self.categorical), train.embedding_max_dim
+            )
+        if train.class_weight == "balanced":
+            if self.positives == 0 or self.positives == self.rows:
+                raise TrainingError(
+                    "train.class_weight is balanced but the training labels hold one class only"
+                )
+            options["pos_weight"] = (self.rows - self.positives) / self.positives
+        return options
+
+
+def model_options(params: Params, preprocessor: Preprocessor, y_train: np.ndarray) -> dict:
+    """What the network and loss need beyond the train params (``ModelInputs.options``)."""
+    return ModelInputs.of(preprocessor, y_train).options(params.train)
+
+
+# Which stage writes each input of the train stage (and of the search), for the error when
+# one is missing or unreadable.
+_WRITERS = {
+    "train": ("training split", "augment"),
+    "val": ("validation split", "prepare"),
+    "preprocessor": ("fitted preprocessor", "prepare"),
+}
+
+
+def _input_error(path: Path, role: str, stage: str, problem: str) -> FairtrainError:
+    what, writer = _WRITERS[role]
+    return FairtrainError(
+        f"{stage}: the {what} {path} {problem}; it is written by the {writer} stage "
+        f"(`dvc repro {writer}`), or pass another file with --{role}"
+    )
+
+
+def read_training_inputs(
+    train_path: Path, val_path: Path, preprocessor_path: Path, stage: str = "train"
+) -> tuple[Preprocessor, pd.DataFrame, pd.DataFrame]:
+    """The fitted preprocessor and the training and validation splits, checked before anything
+    else happens: a missing or unreadable file is a ``FairtrainError`` naming it and the stage
+    that writes it (``stage`` names the reader), instead of pyarrow's or json's traceback."""
+    paths = {"train": Path(train_path), "val": Path(val_path), "preprocessor": Path(preprocessor_path)}
+    for role, path in paths.items():
+        if not path.is_file():
+            raise _input_error(path, role, stage, "does not exist")
+    try:
+        preprocessor = Preprocessor.from_dict(read_json(paths["preprocessor"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        problem = f"is not a readable preprocessor ({type(error).__name__}: {error})"
+        raise _input_error(paths["preprocessor"], "preprocessor", stage, problem) from None
+    frames = []
+    for role in ("train", "val"):
+        try:
+            frames.append(pd.read_parquet(paths[role]))
+        except (OSError, ValueError, pa.ArrowException) as error:
+            problem = f"is not a readable Parquet file ({error})"
+            raise _input_error(paths[role], role, stage, problem) from None
+    return preprocessor, frames[0], frames[1]
 
 
 def features_and_target(
@@ -218,6 +293,26 @@ def _flat_params(params: Params) -> dict[str, object]:
     return flat
 
 
+STAGE_TAG = "fairtrain.stage"
+
+
+def log_run_metadata(params: Params, inputs: dict[str, tuple[pd.DataFrame, Path]]) -> None:
+    """The active run's train.* (and upstream) params, its worker count, its dataset inputs
+    (``inputs``: ``"train"``/``"val"`` -> frame and path) and, last, its stage tag: a run with
+    the tag has all of them. Logging them again with the same values is accepted by MLflow."""
+    mlflow.log_params(_flat_params(params))
+    mlflow.set_tag("fairtrain.num_workers", params.train.num_workers)
+    for name, (frame, path) in inputs.items():
+        with warnings.catch_warnings():
+            # A local path matches two equivalent MLflow source types; it warns and picks one.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                frame, source=str(Path(path).resolve()), name=name, targets=params.dataset.label
+            )
+        mlflow.log_input(dataset, context="training" if name == "train" else "validation")
+    mlflow.set_tag(STAGE_TAG, "train")
+
+
 def train_stage(
     params: Params,
     train_path: Path,
@@ -228,8 +323,7 @@ def train_stage(
     metrics_path: Path,
     history_path: Path,
 ) -> tracking.RunRef:
-    preprocessor = Preprocessor.from_dict(read_json(preprocessor_path))
-    train, val = pd.read_parquet(train_path), pd.read_parquet(val_path)
+    preprocessor, train, val = read_training_inputs(train_path, val_path, preprocessor_path)
     x_train, y_train = features_and_target(train, preprocessor, params)
     x_val, y_val = features_and_target(val, preprocessor, params)
 
@@ -259,25 +353,16 @@ def train_stage(
             log.info("MLflow run %s in %s", run_id, uri)
             if resume_id:
                 client = MlflowClient()
-                restarts = int(client.get_run(run_id).data.tags.get("fairtrain.driver_restarts", "0")) + 1
+                tags = client.get_run(run_id).data.tags
+                restarts = int(tags.get("fairtrain.driver_restarts", "0")) + 1
                 mlflow.set_tag("fairtrain.driver_restarts", restarts)
+                if tags.get(STAGE_TAG) != "train":  # recorded before its metadata (older versions)
+                    log_run_metadata(params, {"train": (train, train_path), "val": (val, val_path)})
             else:
+                log_run_metadata(params, {"train": (train, train_path), "val": (val, val_path)})
+                # Only a run with all its metadata is recorded for resuming: a resumed run skips
+                # this branch, so a failure above must leave no record (the rerun starts anew).
                 write_json(record, {"run_id": run_id, "experiment_id": experiment_id, "key": key})
-                mlflow.log_params(_flat_params(params))
-                mlflow.set_tags(
-                    {
-                        "fairtrain.stage": "train",
-                        "fairtrain.num_workers": params.train.num_workers,
-                    }
-                )
-                for name_, frame, path in (("train", train, train_path), ("val", val, val_path)):
-                    with warnings.catch_warnings():
-                        # A local path matches two equivalent MLflow source types; it warns and picks one.
-                        warnings.simplefilter("ignore", UserWarning)
-                        dataset = mlflow.data.from_pandas(
-                            frame, source=str(path.resolve()), name=name_, targets=params.dataset.label
-                        )
-                    mlflow.log_input(dataset, context="training" if name_ == "train" else "validation")
 
             with ray_session(), tempfile.TemporaryDirectory(prefix=".staging-", dir=model_dir) as scratch:
                 outcome = train_distributed(

@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 
 from fairtrain import tracking
 from fairtrain.config import Params
-from fairtrain.data.preprocessing import Preprocessor
-from fairtrain.io import read_json
 from fairtrain.search import check_space, run_search
-from fairtrain.stages.train_stage import features_and_target, model_options, training_run
+from fairtrain.stages.train_stage import (
+    ModelInputs,
+    features_and_target,
+    read_training_inputs,
+    training_run,
+)
 from fairtrain.training.ray_runtime import ray_session
 from fairtrain.training.trainer import TrainingData, configured_storage
 
@@ -29,9 +31,10 @@ def tune_stage(
     """Search with the prepared splits; returns the search's summary with ``parent_run_id``.
     ``source`` names the params file in errors."""
     check_space(params, source)  # before any data is read, a run is opened or Ray is started
-    preprocessor = Preprocessor.from_dict(read_json(preprocessor_path))
-    x_train, y_train = features_and_target(pd.read_parquet(train_path), preprocessor, params)
-    x_val, y_val = features_and_target(pd.read_parquet(val_path), preprocessor, params)
+    preprocessor, train, val = read_training_inputs(train_path, val_path, preprocessor_path, stage="tune")
+    x_train, y_train = features_and_target(train, preprocessor, params)
+    x_val, y_val = features_and_target(val, preprocessor, params)
+    model_inputs = ModelInputs.of(preprocessor, y_train)  # each trial derives its own model options
     uri = tracking.resolve_tracking_uri()
     experiment_id = tracking.configure(params.tracking.experiment, uri)
     # The parent run is closed KILLED when interrupted (Ctrl-C, SIGTERM), FAILED on an error,
@@ -46,7 +49,7 @@ def tune_stage(
         summary = run_search(
             params,
             TrainingData(x_train, y_train, x_val, y_val),
-            model_options(params, preprocessor, y_train),
+            model_inputs,
             experiment_id,
             uri,
             storage,
