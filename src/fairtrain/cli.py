@@ -39,12 +39,13 @@ LINEAGE_TAGS = (
     "data_path",
     "data_sha256",
     "params_sha256",
-    "dvc_lock_sha256",
+    "dvc_model_md5",
     "mlflow_run_id",
     "ray_num_workers",
     "gate_decision",
     "gate_summary",
     "promotion",
+    "last_checked",
 )
 COMPARED_PREFIXES = ("test_", "fairness/", "best_val_")
 EXIT_DRIFT = 3

@@ -124,3 +124,89 @@ def test_no_champion_means_no_model_or_no_alias_and_a_registry_that_fails_is_an_
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with pytest.raises(TrackingError, match="cannot read alias 'champion'"):
         tracking.version_by_alias(MlflowClient("http://127.0.0.1:9"), NAME, promotion.CHAMPION)
+
+
+def _same_run_versions(client: MlflowClient, count: int, **test_metrics: float) -> list[str]:
+    """``count`` versions of one run (as a new threshold or serving code registers them)."""
+    with mlflow.start_run() as run:
+        mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
+    if not client.search_registered_models(f"name = '{NAME}'"):
+        client.create_registered_model(NAME)
+    uri, run_id = f"runs:/{run.info.run_id}/model", run.info.run_id
+    return [str(client.create_model_version(NAME, uri, run_id).version) for _ in range(count)]
+
+
+def _compared(version: str, **overall: float | None) -> dict:
+    """evaluate's champion_non_regression record after it rescored champion ``version``."""
+    return {
+        "status": "compared",
+        "metric": "roc_auc",
+        "champion_version": version,
+        "champion_overall": overall,
+    }
+
+
+def test_a_version_of_the_champions_own_run_is_promoted_on_its_gates(mlflow_store):
+    # Same weights, new decision rule: its test metric equals the champion's, an improvement
+    # of 0.0 that never beat the margin.
+    client = MlflowClient()
+    v1, v2 = _same_run_versions(client, 2, roc_auc=0.9)
+    promotion.make_champion(client, NAME, v1, "first")
+    decision = _decide(client, v2, "roc_auc", 0.9)
+    assert decision.promote and decision.previous_champion == v1
+    assert f"same training run as champion v{v1}" in decision.reason and "gates passed" in decision.reason
+    failed = _decide(client, v2, "roc_auc", 0.9, gates_passed=False)
+    assert not failed.promote and "gate failed" in failed.reason
+
+
+def test_the_champion_is_judged_by_its_score_on_this_test_split(mlflow_store):
+    client = MlflowClient()
+    v1 = _version(client, roc_auc=0.95)  # measured on its own, older test split
+    promotion.make_champion(client, NAME, v1, "first")
+    v2 = _version(client, roc_auc=0.90)
+
+    decide = promotion.decide_promotion
+    better = decide(client, NAME, v2, "roc_auc", 0.90, True, 0.0, _compared(v1, roc_auc=0.85, log_loss=0.4))
+    assert better.promote and "0.8500 on this test split" in better.reason
+    worse = decide(client, NAME, v2, "log_loss", 0.45, True, 0.0, _compared(v1, roc_auc=0.85, log_loss=0.4))
+    assert not worse.promote and "0.4000 on this test split" in worse.reason
+    undefined = decide(client, NAME, v2, "roc_auc", 0.90, True, 0.0, _compared(v1, roc_auc=None))
+    assert undefined.promote and "undefined on this test split" in undefined.reason
+
+
+def test_a_champion_changed_since_evaluate_blocks_promotion(mlflow_store):
+    client = MlflowClient()
+    v1, v2, v3 = (_version(client, roc_auc=0.8) for _ in range(3))
+    promotion.make_champion(client, NAME, v2, "manual promotion")  # after evaluate scored v1
+    stale = promotion.decide_promotion(
+        client, NAME, v3, "roc_auc", 0.99, True, 0.0, _compared(v1, roc_auc=0.8)
+    )
+    assert not stale.promote
+    assert f"champion v{v1}" in stale.reason and f"now v{v2}" in stale.reason
+    assert "rerun evaluate" in stale.reason
+    # evaluate found no champion at all; one was promoted before register ran.
+    none_then = {"status": "skipped", "reason": "no champion", "metric": "roc_auc", "champion_version": None}
+    late = promotion.decide_promotion(client, NAME, v3, "roc_auc", 0.99, True, 0.0, none_then)
+    assert not late.promote and "with no champion" in late.reason and "rerun evaluate" in late.reason
+
+
+def test_without_a_score_on_this_split_the_run_metric_is_used_and_the_reason_says_so(mlflow_store):
+    client = MlflowClient()
+    v1 = _version(client, roc_auc=0.80)
+    promotion.make_champion(client, NAME, v1, "first")
+    v2 = _version(client, roc_auc=0.85)
+    disabled = {
+        "status": "skipped",
+        "reason": "disabled (evaluate.gates...)",
+        "metric": "roc_auc",
+        "groups": [],
+    }
+    old_compared = {
+        "status": "compared",
+        "metric": "roc_auc",
+        "champion_version": v1,
+    }  # before champion_overall
+    for record in (None, disabled, old_compared):
+        decision = promotion.decide_promotion(client, NAME, v2, "roc_auc", 0.85, True, 0.0, record)
+        assert decision.promote and "0.8000 on its own training run's test split" in decision.reason
+        assert "across splits" in decision.reason

@@ -92,3 +92,23 @@ def test_a_champion_that_cannot_score_fails_closed():
     assert result["status"] == "unavailable" and "model.safetensors" in result["reason"]
     gates = evaluate_gates({"roc_auc": 0.9, "ece": 0.01}, {}, GatesConfig(), result)
     assert gates["failed"] == ["champion_non_regression.roc_auc"]
+
+
+def test_the_champions_overall_promotion_metrics_on_this_split_are_recorded():
+    # register compares the challenger with these, not with the champion's own run metrics.
+    from fairtrain.config import PRIMARY_METRICS
+    from fairtrain.evaluation.metrics import classification_metrics
+
+    y, good, frame = _data()
+    champion = _champion(good)
+    champion["y_pred"] = (good >= 0.4).astype(np.int64)  # its own served decisions
+    result = _run(y, np.clip(good + 0.01, 0, 1), champion, frame)
+    overall = result["champion_overall"]
+    assert set(overall) == set(PRIMARY_METRICS)
+    assert overall["roc_auc"] == roc_auc(y, good)
+    assert overall["log_loss"] == classification_metrics(y, good, 0.5)["log_loss"]
+    assert overall["accuracy"] == classification_metrics(y, good, 0.4)["accuracy"]
+    # Without a champion, evaluate says it saw none (register refuses when one appeared since).
+    assert _run(y, good, None, frame)["champion_version"] is None
+    off = _run(y, good, champion, frame, NonRegressionConfig(enabled=False))
+    assert "champion_version" not in off and "champion_overall" not in off

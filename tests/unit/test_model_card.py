@@ -846,6 +846,18 @@ def test_a_champion_the_registry_could_not_give_is_not_called_absent(params, rec
     assert "judged against champion v2, but that version's metrics were not available" in section
 
 
+def test_a_rerun_on_the_champion_is_not_called_a_first_model(params, recorded):
+    """register rerun for the version that is already champion records itself as the
+    champion it was judged against: the card must not say there was never a champion."""
+    recorded["registered"]["previous_champion"] = recorded["registered"]["version"]
+    section = _section(
+        render_model_card(params, recorded, registry={"comparison": {"previous_version": None, "rows": []}}),
+        "Comparison with the previous champion and the baselines",
+    )
+    assert "There was no champion to compare with" not in section
+    assert "already the champion when the register stage last ran" in section
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [

@@ -16,6 +16,10 @@ Label-based metrics (accuracy, F1, ...) use each model's own served decisions: t
 ``label`` column, the challenger's decisions at its threshold.
 
 No champion (a new registry) → the check is skipped and passes, with the reason recorded.
+
+The result also carries the champion's overall metrics on this split (``champion_overall``,
+named as in ``evaluation.json``): the register stage compares the challenger's promotion metric
+with those, not with the champion's own run metrics, which may be from another split.
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import sklearn.metrics as skm
 from mlflow.tracking import MlflowClient
 
-from fairtrain.config import GROUP_GATE_METRICS, DatasetConfig, NonRegressionConfig
+from fairtrain.config import GROUP_GATE_METRICS, PRIMARY_METRICS, DatasetConfig, NonRegressionConfig
 from fairtrain.evaluation.bootstrap import _bootstrap, _group_seed, default_metric_fns
-from fairtrain.evaluation.metrics import finite
+from fairtrain.evaluation.metrics import classification_metrics, finite
 from fairtrain.tracking import version_by_alias
 
 log = logging.getLogger(__name__)
@@ -115,8 +120,21 @@ def score_champion(model_name: str, frame: pd.DataFrame, schema: DatasetConfig) 
     }
 
 
-def _skipped(settings: NonRegressionConfig, reason: str) -> dict:
-    return {"status": "skipped", "reason": reason, "metric": settings.metric, "groups": []}
+def _skipped(settings: NonRegressionConfig, reason: str, **extra) -> dict:
+    return {"status": "skipped", "reason": reason, "metric": settings.metric, "groups": [], **extra}
+
+
+def champion_overall(y_true: np.ndarray, champion: dict) -> dict[str, float | None]:
+    """The champion's overall value of every promotion metric (``config.PRIMARY_METRICS``) on
+    these rows, computed as ``classification_metrics`` computes the challenger's; the
+    label-based ones from the champion's own served decisions. None where undefined."""
+    y = np.asarray(y_true).astype(np.int64)
+    scores = classification_metrics(y, champion["probability"], 0.5)
+    decisions = np.asarray(champion["y_pred"]).astype(np.int64)
+    scores["accuracy"] = finite(skm.accuracy_score(y, decisions))
+    for name, fn in (("f1", skm.f1_score), ("precision", skm.precision_score), ("recall", skm.recall_score)):
+        scores[name] = finite(fn(y, decisions, zero_division=0))
+    return {name: scores[name] for name in PRIMARY_METRICS}
 
 
 def non_regression(
@@ -135,13 +153,19 @@ def non_regression(
     """Challenger vs champion per gated group (see the module docstring). JSON-ready::
 
     {"status": "compared" | "skipped" | "unavailable", "reason", "metric", "champion_version", "method",
+     "champion_overall": {primary metric: value on this split},
      "groups": [{"feature", "group", "rows", "challenger", "champion", "champion_lower",
                  "champion_upper", "passed", "reason"}]}
+
+    ``champion_version`` is null when the registry had no champion, and absent when the check
+    is disabled (the registry was not asked).
     """
     if not settings.enabled:
         return _skipped(settings, "disabled (evaluate.gates.champion_non_regression.enabled: false)")
     if champion is None:
-        return _skipped(settings, "no champion in the registry yet: nothing to regress from")
+        return _skipped(
+            settings, "no champion in the registry yet: nothing to regress from", champion_version=None
+        )
     if "error" in champion:
         return {
             "status": "unavailable",
@@ -212,6 +236,7 @@ def non_regression(
         "metric": metric,
         "champion_version": champion["version"],
         "champion_run_id": champion["run_id"],
+        "champion_overall": champion_overall(y, champion),
         "method": method,
         "groups": groups,
     }

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import yaml
+
 from fairtrain.config import Params
 from fairtrain.io import file_sha256, json_sha256
 from fairtrain.training.tags import LIGHTNING_TAG
+
+log = logging.getLogger(__name__)
+# The md5 DVC recorded in dvc.lock for the model directory the version packages: the string
+# that finds, with `git log -S <md5> -- dvc.lock`, the commit holding this version's outputs.
+DVC_MODEL_MD5_TAG = "dvc_model_md5"
 
 # Both Lightning distributions: which one training imported is the run's LIGHTNING_TAG.
 TRACKED_PACKAGES = ("torch", "pytorch-lightning", "lightning", "ray", "mlflow", "dvc", "fairlearn", "captum")
@@ -38,10 +46,39 @@ def git_state(cwd: Path) -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(bool(status)).lower()}
 
 
+def dvc_output_md5(project_root: Path, output: Path) -> str | None:
+    """The md5 ``dvc.lock`` records for ``output`` (a stage's out, e.g. ``models/model``).
+
+    ``dvc repro`` writes a stage's lock entry as soon as that stage finishes (``dvc/repo/
+    reproduce.py``: ``_reproduce_stage`` dumps it before the next stage starts), so while
+    register runs the train stage's entry is final, unlike the file as a whole (register's
+    and report's entries are still to come): that md5 is what the commit of this pipeline run
+    holds. None when the lock is absent, unreadable, or does not list ``output`` (register
+    run outside DVC).
+    """
+    lock = project_root / "dvc.lock"
+    try:
+        relative = Path(output).resolve().relative_to(project_root.resolve()).as_posix()
+        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    except (OSError, ValueError, yaml.YAMLError, AttributeError):
+        return None
+    for stage in stages.values() if isinstance(stages, dict) else ():
+        for out in (stage or {}).get("outs") or ():
+            if isinstance(out, dict) and str(out.get("path", "")).rstrip("/") == relative and out.get("md5"):
+                return str(out["md5"])
+    return None
+
+
 def lineage_tags(
-    params: Params, data_path: Path, run_id: str, project_root: Path, run_tags: dict[str, str]
+    params: Params,
+    data_path: Path,
+    run_id: str,
+    project_root: Path,
+    run_tags: dict[str, str],
+    model_dir: Path | None = None,
 ) -> dict[str, str]:
-    """``run_tags``: the training run's tags, where rank 0 recorded what it trained with."""
+    """``run_tags``: the training run's tags, where rank 0 recorded what it trained with;
+    ``model_dir``: the model directory registered, looked up in ``dvc.lock``."""
     tags = {
         **git_state(project_root),
         "data_path": str(data_path),
@@ -53,9 +90,11 @@ def lineage_tags(
         # "unknown" for runs trained before rank 0 recorded it
         "lightning_package": run_tags.get(LIGHTNING_TAG, "unknown"),
     }
-    dvc_lock = project_root / "dvc.lock"
-    if dvc_lock.exists():
-        tags["dvc_lock_sha256"] = file_sha256(dvc_lock)
+    model_md5 = dvc_output_md5(project_root, model_dir) if model_dir is not None else None
+    if model_md5 is not None:
+        tags[DVC_MODEL_MD5_TAG] = model_md5
+    else:
+        log.info("dvc.lock lists no md5 for %s (run outside dvc?): no %s tag", model_dir, DVC_MODEL_MD5_TAG)
     for package in TRACKED_PACKAGES:
         try:
             tags[f"version.{package}"] = metadata.version(package)

@@ -2,11 +2,14 @@
 
 - ``challenger``: always the newest registered version.
 - ``champion``: moves only when every gate passed and the version beats the current
-  champion's primary test metric by more than the margin (or by an explicit promotion).
+  champion's primary test metric by more than the margin (or by an explicit promotion). The
+  champion's metric is the one evaluate measured by rescoring it on this test split; a
+  version from the champion's own training run (same weights, new decision rule or serving
+  code) needs only its gates.
 - ``previous-champion``: the champion before the last change, kept so that one command
   rolls back.
 
-Every change is also written as tags on the versions involved, so the registry itself tells
+Every alias change is also written as tags on the versions involved, so the registry itself tells
 who was promoted or demoted, when and why.
 """
 
@@ -42,6 +45,30 @@ class PromotionDecision:
     previous_champion: str | None
 
 
+_UNKNOWN = object()  # evaluate did not record which champion it saw
+
+
+def _evaluated_champion(non_regression: dict | None, metric: str) -> tuple[object, float | None, str]:
+    """From evaluate's ``champion_non_regression`` record (in gates.json): (the champion version
+    evaluate scored, None for "there was none", or ``_UNKNOWN``; its ``metric`` on this test
+    split, None when not measured; why it was not measured)."""
+    if not isinstance(non_regression, dict):
+        return _UNKNOWN, None, "evaluate recorded no champion comparison"
+    status = non_regression.get("status")
+    version = non_regression.get("champion_version", _UNKNOWN)
+    version = version if version is None or version is _UNKNOWN else str(version)
+    if status == "compared":
+        overall = non_regression.get("champion_overall")
+        if isinstance(overall, dict) and metric in overall:
+            value = overall[metric]
+            return version, (None if value is None else float(value)), ""
+        return version, None, "evaluate's output predates recording the champion's overall metrics"
+    if status == "unavailable":
+        return version, None, f"champion v{version} could not score this test split"
+    why = non_regression.get("reason") or "its champion non-regression check was skipped"
+    return version, None, f"evaluate did not score the champion on this split: {why}"
+
+
 def decide_promotion(
     client: MlflowClient,
     name: str,
@@ -50,8 +77,15 @@ def decide_promotion(
     value: float | None,
     gates_passed: bool,
     margin: float,
+    non_regression: dict | None = None,
 ) -> PromotionDecision:
-    """Whether ``version`` (with test ``metric`` = ``value``) should become champion."""
+    """Whether ``version`` (with test ``metric`` = ``value``) should become champion.
+
+    ``non_regression``: evaluate's ``champion_non_regression`` record (in gates.json). When
+    it holds the champion's ``metric`` on this test split, that is what the version must beat;
+    otherwise the champion's training run metric ``test_<metric>``, from its own test split.
+    A version from the champion's own training run holds the same weights: its gates decide.
+    """
     champion = version_by_alias(client, name, CHAMPION)
     previous = _number(champion)
     if previous == _number(version):
@@ -65,17 +99,46 @@ def decide_promotion(
         )
     if not gates_passed:
         return PromotionDecision(False, "not promoted: at least one gate failed", previous)
+    seen, on_split, unscored = _evaluated_champion(non_regression, metric)
+    if seen is not _UNKNOWN and seen != previous:
+        then = f"champion v{seen}" if seen is not None else "no champion"
+        now = f"v{previous}" if previous is not None else "no champion"
+        return PromotionDecision(
+            False,
+            f"not promoted: evaluate compared this version with {then}, but the champion is now "
+            f"{now} (changed since evaluate ran, e.g. by `fairtrain promote`); rerun evaluate "
+            "(`dvc repro evaluate`, then register) to compare with the current champion",
+            previous,
+        )
     if value is None:
         return PromotionDecision(False, f"not promoted: test {metric} is undefined", previous)
     if champion is None:
         return PromotionDecision(True, "promoted: gates passed and there was no champion", previous)
-    best = client.get_run(champion.run_id).data.metrics.get(f"test_{metric}")
-    if best is None or math.isnan(best):  # evaluate logs an undefined metric as NaN
-        return PromotionDecision(True, f"promoted: champion v{previous} has no test_{metric}", previous)
+    if client.get_model_version(name, str(version)).run_id == champion.run_id:
+        return PromotionDecision(
+            True,
+            f"promoted: same training run as champion v{previous} (new decision rule or serving "
+            "code) and its gates passed",
+            previous,
+        )
+    if seen is not _UNKNOWN and not unscored:
+        best, source = on_split, "on this test split"
+        if best is None:
+            return PromotionDecision(
+                True, f"promoted: champion v{previous}'s {metric} is undefined on this test split", previous
+            )
+    else:
+        best = client.get_run(champion.run_id).data.metrics.get(f"test_{metric}")
+        source = (
+            f"on its own training run's test split (a comparison across splits, apples to oranges "
+            f"when the data changed: {unscored})"
+        )
+        if best is None or math.isnan(best):  # evaluate logs an undefined metric as NaN
+            return PromotionDecision(True, f"promoted: champion v{previous} has no test_{metric}", previous)
     higher_is_better = PRIMARY_METRICS[metric]
     gain = value - best if higher_is_better else best - value
     better = "higher" if higher_is_better else "lower"
-    comparison = f"test {metric} {value:.4f} vs champion v{previous} {best:.4f} ({better} is better)"
+    comparison = f"test {metric} {value:.4f} vs champion v{previous} {best:.4f} {source} ({better} is better)"
     if gain > margin:
         return PromotionDecision(
             True, f"promoted: {comparison}, improvement {gain:.4f} > margin {margin}", previous

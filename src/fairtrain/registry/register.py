@@ -19,6 +19,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, Schema
+from packaging.version import Version
 
 import fairtrain
 from fairtrain.io import file_sha256, json_sha256
@@ -33,8 +34,13 @@ SERVING_PACKAGES = ("torch", "safetensors", "pandas", "numpy", "pyarrow", "pydan
 
 
 def serving_requirements() -> list[str]:
-    """Exact versions of what the served model imports, taken from this environment."""
-    return [f"{name}=={metadata.version(name)}" for name in SERVING_PACKAGES]
+    """Exact versions of what the served model imports, taken from this environment.
+
+    Pinned by public version: a local label (``torch==2.5.1+cpu``, the CPU wheel's index) names
+    no release on PyPI, so an environment built from the model's requirements (``mlflow models
+    serve`` with a virtualenv, ``build-docker``) could not install it.
+    """
+    return [f"{name}=={Version(metadata.version(name)).public}" for name in SERVING_PACKAGES]
 
 
 def artifacts_digest(artifacts: dict[str, str]) -> str:

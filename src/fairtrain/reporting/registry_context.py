@@ -8,7 +8,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 # Lineage tags worth showing a reviewer (the register stage writes these and version.<lib>).
-LINEAGE_TAGS = ("git_commit", "git_dirty", "data_path", "data_sha256", "params_sha256", "dvc_lock_sha256")
+LINEAGE_TAGS = ("git_commit", "git_dirty", "data_path", "data_sha256", "params_sha256", "dvc_model_md5")
 COMPARED_PREFIXES = ("test_", "fairness/")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +23,27 @@ from fairtrain.registry.pyfunc_model import MODEL_DIR, PREPROCESSOR, SERVING
 
 log = logging.getLogger(__name__)
 EXAMPLE_ROWS = 5
+# Set on every register run of a version whose ``promotion`` tag is kept (a rerun: the tag
+# keeps the reason its alias last moved or, never promoted, the first decision).
+LAST_CHECKED_TAG = "last_checked"
+
+
+def _read_input(path: Path, writer: str, required: tuple[str, ...] = ()) -> dict:
+    """A JSON file another stage wrote, as a dict with the ``required`` keys; a clear error
+    naming the file, the key and the stage to rerun otherwise."""
+    rerun = f"rerun `dvc repro {writer}` to write it again"
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise TrackingError(f"{path} does not exist ({writer} writes it); {rerun}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TrackingError(f"{path} cannot be read as JSON ({error}); {writer} writes it: {rerun}") from None
+    if not isinstance(data, dict):
+        raise TrackingError(f"{path} holds a {type(data).__name__}, not a JSON object; {rerun}")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise TrackingError(f"{path} has no {', '.join(map(repr, missing))} key; {writer} writes it: {rerun}")
+    return data
 
 
 def input_example(test: pd.DataFrame, params: Params) -> pd.DataFrame:
@@ -44,8 +67,13 @@ def register_stage(
     """``mitigation_path``: evaluate's mitigation.json; when it is enabled there, the served
     model applies its per-group rule instead of the single threshold."""
     ref = tracking.RunRef.load(run_ref_path)
-    evaluation, gates = read_json(evaluation_path), read_json(gates_path)
-    mitigation = read_json(mitigation_path) if mitigation_path is not None else {"enabled": False}
+    evaluation = _read_input(evaluation_path, "evaluate", ("threshold",))
+    gates = _read_input(gates_path, "evaluate", ("passed", "summary"))
+    mitigation = {"enabled": False}
+    if mitigation_path is not None:
+        mitigation = _read_input(mitigation_path, "evaluate", ("enabled",))
+    if mitigation["enabled"] and "rule" not in mitigation:
+        raise TrackingError(f"{mitigation_path} is enabled but has no 'rule' key; rerun `dvc repro evaluate`")
     name, metric = params.registry.model_name, params.registry.primary_metric
     if metric not in evaluation:
         raise TrackingError(
@@ -85,7 +113,12 @@ def register_stage(
                 )
                 tags = {
                     **lineage_tags(
-                        params, data_path, ref.run_id, project_root, client.get_run(ref.run_id).data.tags
+                        params,
+                        data_path,
+                        ref.run_id,
+                        project_root,
+                        client.get_run(ref.run_id).data.tags,
+                        model_dir,
                     ),
                     reg.ARTIFACTS_HASH_TAG: digest,
                 }
@@ -100,16 +133,24 @@ def register_stage(
                 evaluation[metric],
                 gates["passed"],
                 params.registry.promotion_margin,
+                gates.get("champion_non_regression"),  # absent in old outputs: run metric fallback
             )
             client.set_registered_model_alias(name, promotion.CHALLENGER, number)
-            for key, value in {
-                "gate_decision": "passed" if gates["passed"] else "failed",
-                "gate_summary": gates["summary"],
-                "promotion": decision.reason,
-            }.items():
-                client.set_model_version_tag(name, number, key, value)
-            if decision.promote:
+            decided = "passed" if gates["passed"] else "failed"
+            client.set_model_version_tag(name, number, "gate_decision", decided)
+            client.set_model_version_tag(name, number, "gate_summary", gates["summary"])
+            # The alias moves only when the champion is another version (make_champion then
+            # writes ``promotion`` with the reason, and ``promoted_at``).
+            if decision.promote and decision.previous_champion != number:
                 promotion.make_champion(client, name, number, decision.reason)
+            elif "promotion" not in client.get_model_version(name, number).tags:
+                client.set_model_version_tag(name, number, "promotion", decision.reason)
+            else:
+                # A rerun for a version decided before (same artifacts, e.g. after a margin
+                # change): ``promotion`` keeps why its alias last moved ("forced past failed
+                # gates" included) or its first verdict; this run's verdict goes beside it.
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                client.set_model_version_tag(name, number, LAST_CHECKED_TAG, f"{stamp}: {decision.reason}")
             aliases = client.get_model_version(name, number).aliases
 
     record = {
