@@ -210,9 +210,8 @@ def check_output_path(option: str, path: Path) -> None:
 
 
 def cmd_predict(args: argparse.Namespace, client: MlflowClient) -> None:
-    import mlflow.pyfunc
-
     from fairtrain.data.loading import read_raw_table
+    from fairtrain.scoring import score_with_its_own_code
 
     uri = args.model or f"models:/{_model_name(args)}@{promotion.CHAMPION}"
     if args.output:  # before any scoring work
@@ -223,11 +222,12 @@ def cmd_predict(args: argparse.Namespace, client: MlflowClient) -> None:
     # keeps its zero) and left to the model's preprocessing, as in validate and prepare. Plain
     # pd.read_csv made those NaN or numbers, so the same file scored differently here.
     rows = read_raw_table(args.input)
+    # In a child Python: this process has imported fairtrain, so loading the model here would
+    # score it with the checkout's code instead of the code it was registered with.
     try:
-        model = mlflow.pyfunc.load_model(uri)
-        predictions = model.predict(rows)
-    except MlflowException as error:
-        raise TrackingError(f"{uri}: {error.message}") from None
+        predictions = score_with_its_own_code(uri, rows)
+    except RuntimeError as error:
+        raise TrackingError(f"{uri}: the model could not score the rows: {error}") from None
     scored = pd.concat([rows.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
     if args.output:  # the file is written whether or not --json also prints the predictions
         try:

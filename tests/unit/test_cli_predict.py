@@ -149,3 +149,23 @@ def test_predict_output_keeps_an_earlier_file_when_writing_fails(tmp_path, adult
 def test_predict_names_a_missing_input_file(tmp_path, predict):
     code, _, err = predict(str(tmp_path / "absent.csv"))
     assert code == 1 and "absent.csv" in err and "file not found" in err
+
+
+def test_predict_scores_with_the_models_packaged_code(tmp_path, adult_raw, served, predict, monkeypatch):
+    """The CLI has imported fairtrain, so a model loaded in its process would run the
+    checkout's code, not the code packaged with it (which can differ once the code changed
+    since registration). Here this process's serving code is broken: the scores still come,
+    from the packaged code, and equal the model's own."""
+    rows = adult_sample(adult_raw, 5, seed=4).drop(columns=["income-per-year"])
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    expected = served.predict(None, read_raw_table(tmp_path / "rows.csv"))
+
+    def checkout_code(self, context, model_input, params=None):
+        raise AssertionError("the checkout's serving code was used")
+
+    monkeypatch.setattr(FairtrainModel, "predict", checkout_code)
+    code, out, err = predict(str(tmp_path / "rows.csv"), "--json")
+    assert code == 0, err
+    np.testing.assert_allclose(
+        pd.DataFrame(json.loads(out))["probability"], expected["probability"], rtol=0, atol=1e-9
+    )

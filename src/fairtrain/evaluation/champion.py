@@ -26,13 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import sklearn.metrics as skm
@@ -41,6 +35,7 @@ from mlflow.tracking import MlflowClient
 from fairtrain.config import GROUP_GATE_METRICS, PRIMARY_METRICS, DatasetConfig, NonRegressionConfig
 from fairtrain.evaluation.bootstrap import _bootstrap, _group_seed, default_metric_fns
 from fairtrain.evaluation.metrics import classification_metrics, finite
+from fairtrain.scoring import score_with_its_own_code
 from fairtrain.tracking import version_by_alias
 
 log = logging.getLogger(__name__)
@@ -59,44 +54,6 @@ def serving_rows(frame: pd.DataFrame, schema: DatasetConfig) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-# Run in a fresh interpreter: MLflow puts the champion's packaged ``fairtrain`` code first on
-# sys.path before the model's code imports it, as when the champion is served. In this
-# process ``fairtrain`` is already imported, so the checkout's code would score it instead,
-# and a model whose code changed since (another layout of its weights) would not load.
-_SCORE_SCRIPT = """
-import sys
-import mlflow.pyfunc
-import pandas as pd
-model = mlflow.pyfunc.load_model(sys.argv[1])
-model.predict(pd.read_parquet(sys.argv[2]))[["probability", "label"]].to_parquet(sys.argv[3])
-"""
-
-
-def _score_with_its_own_code(model_uri: str, rows: pd.DataFrame) -> pd.DataFrame:
-    """``rows`` scored by the model at ``model_uri`` in a child Python, with the code it was
-    registered with. Raises RuntimeError with the child's last error line when it fails."""
-    with tempfile.TemporaryDirectory(prefix="fairtrain-champion-") as scratch:
-        rows_path, scored_path = Path(scratch, "rows.parquet"), Path(scratch, "scored.parquet")
-        rows.to_parquet(rows_path, index=False)
-        # The store and registry this process uses (set in code or by the environment).
-        env = {
-            **os.environ,
-            "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
-            "MLFLOW_REGISTRY_URI": mlflow.get_registry_uri(),
-        }
-        done = subprocess.run(
-            [sys.executable, "-c", _SCORE_SCRIPT, model_uri, str(rows_path), str(scored_path)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-            raise RuntimeError(lines[-1] if lines else f"the scoring process exited with {done.returncode}")
-        return pd.read_parquet(scored_path)
-
-
 def score_champion(model_name: str, frame: pd.DataFrame, schema: DatasetConfig) -> dict | None:
     """The champion's version, probabilities and decisions on ``frame``; None without one.
 
@@ -107,7 +64,7 @@ def score_champion(model_name: str, frame: pd.DataFrame, schema: DatasetConfig) 
         return None
     try:
         uri = f"models:/{model_name}/{version.version}"  # the version looked up, even if the alias moves
-        scored = _score_with_its_own_code(uri, serving_rows(frame, schema))
+        scored = score_with_its_own_code(uri, serving_rows(frame, schema))
     except Exception as error:  # any failure to load or score: the gate fails closed, saying why
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         log.warning("champion v%s could not score the test split: %s", version.version, first_line)
