@@ -33,7 +33,8 @@ def _git(*args: str, cwd: Path) -> str | None:
 
 # Files `dvc repro` itself rewrites while the pipeline runs: changes there say nothing about
 # whether the code and params that produced the model match the commit.
-PIPELINE_OUTPUTS = ("dvc.lock", "metrics", "plots", "reports")
+# What `dvc repro` itself rewrites in git-tracked files (models/registered.json among them).
+PIPELINE_OUTPUTS = ("dvc.lock", "metrics", "plots", "reports", "models")
 
 
 def git_state(cwd: Path) -> dict[str, str]:
