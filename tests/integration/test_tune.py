@@ -17,7 +17,8 @@ import ray
 import yaml
 
 from fairtrain.config import load_params
-from fairtrain.search import grid, write_back
+from fairtrain.params_file import write_back
+from fairtrain.search import grid
 from fairtrain.search_runs import ERROR_TAG, FAILED_TRIALS_TAG, STOPPED_TAG
 from fairtrain.stages.tune_stage import tune_stage
 from fairtrain.training.callbacks import PAUSE_FILE, PROBE_DIR_ENV

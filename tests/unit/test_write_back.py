@@ -10,7 +10,7 @@ import pytest
 
 from fairtrain.config import load_params
 from fairtrain.errors import ConfigError
-from fairtrain.search import write_back
+from fairtrain.params_file import write_back
 from tests.helpers import PROJECT_ROOT
 
 REAL = (PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8")
