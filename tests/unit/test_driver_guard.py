@@ -133,3 +133,32 @@ def test_only_runs_whose_driver_is_gone_are_closed(mlflow_store):
         resumed: "RUNNING",
         other_key: "RUNNING",
     }
+
+
+def test_a_killed_search_leaves_no_run_running_after_the_next_search_starts(mlflow_store):
+    """A search whose driver was SIGKILLed left its parent and its running trial's child
+    RUNNING; the next search closes both KILLED. A live search in another workspace, its
+    children, and its finished trials are left as they are."""
+    from fairtrain.stages.tune_stage import close_abandoned_searches
+
+    client = MlflowClient(mlflow_store)
+    experiment_id = client.create_experiment("tune")
+
+    def search(driver: str) -> tuple[str, str, str]:
+        parent = client.create_run(experiment_id, tags={"fairtrain.stage": "tune", DRIVER_TAG: driver})
+        parent_id = parent.info.run_id
+        done = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_id}).info.run_id
+        client.set_terminated(done, "FINISHED")
+        trial = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_id}).info.run_id
+        return parent_id, done, trial
+
+    killed, killed_done, killed_trial = search(_dead_driver())
+    live, _, live_trial = search(driver_tag())
+    current = client.create_run(experiment_id, tags={"fairtrain.stage": "tune"}).info.run_id
+    training = client.create_run(experiment_id, tags={DRIVER_TAG: _dead_driver()}).info.run_id
+
+    close_abandoned_searches(experiment_id, keep=current)
+
+    status = {run: client.get_run(run).info.status for run in (killed, killed_done, killed_trial)}
+    assert status == {killed: "KILLED", killed_done: "FINISHED", killed_trial: "KILLED"}
+    assert {client.get_run(run).info.status for run in (live, live_trial, current, training)} == {"RUNNING"}

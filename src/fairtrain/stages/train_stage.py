@@ -139,16 +139,17 @@ def resumable_run_id(run_id: str | None, experiment_id: str) -> str | None:
     return run_id
 
 
-def close_abandoned_runs(experiment_id: str, key: str, keep: str | None) -> None:
-    """Mark KILLED the runs of this training (same key) that a killed driver left RUNNING
-    before it could record them for resuming. A run whose driver is still alive (the same
-    training in another workspace, e.g. a parallel ``dvc exp run`` queue worker) is left
-    alone, as is one driven from another host, which this one cannot check."""
+def close_runs_of_dead_drivers(experiment_id: str, condition: str, keep: str | None = None) -> list[str]:
+    """Mark KILLED the RUNNING runs matching ``condition`` (an MLflow filter) whose driver is
+    gone: a killed driver (SIGKILL, a lost machine) could not close them. A run whose driver
+    is still alive (the same training in another workspace, e.g. a parallel ``dvc exp run``
+    queue worker) is left alone, as is one driven from another host, which this one cannot
+    check. Returns the ids of the runs closed."""
     client = MlflowClient()
     abandoned = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`fairtrain.training_key` = '{key}' and attributes.status = 'RUNNING'",
+        [experiment_id], filter_string=f"{condition} and attributes.status = 'RUNNING'"
     )
+    closed = []
     for run in abandoned:
         if run.info.run_id == keep:
             continue
@@ -159,8 +160,16 @@ def close_abandoned_runs(experiment_id: str, key: str, keep: str | None) -> None
                 run.data.tags.get(DRIVER_TAG),
             )
         else:
-            log.warning("closing run %s, left RUNNING by a killed training, as KILLED", run.info.run_id)
+            log.warning("closing run %s, left RUNNING by a killed driver, as KILLED", run.info.run_id)
             client.set_terminated(run.info.run_id, "KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
+def close_abandoned_runs(experiment_id: str, key: str, keep: str | None) -> None:
+    """The runs of this training (same key) that a killed driver left RUNNING before it could
+    record them for resuming (``close_runs_of_dead_drivers``)."""
+    close_runs_of_dead_drivers(experiment_id, f"tags.`fairtrain.training_key` = '{key}'", keep)
 
 
 @contextmanager

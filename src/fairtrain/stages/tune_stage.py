@@ -11,16 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.tracking import MlflowClient
 
 from fairtrain import tracking
 from fairtrain.config import Params
 from fairtrain.search import check_space, run_search
 from fairtrain.stages.train_stage import (
     ModelInputs,
+    close_runs_of_dead_drivers,
     features_and_target,
     read_training_inputs,
     training_run,
 )
+from fairtrain.training.driver_guard import DRIVER_TAG, driver_tag
 from fairtrain.training.ray_runtime import ray_session
 from fairtrain.training.trainer import TrainingData, configured_storage
 
@@ -44,7 +47,8 @@ def tune_stage(
         training_run(None, f"tune-{time.strftime('%Y%m%d-%H%M%S')}") as parent,
         ray_session(),
     ):
-        mlflow.set_tag("fairtrain.stage", "tune")
+        mlflow.set_tags({"fairtrain.stage": "tune", DRIVER_TAG: driver_tag()})
+        close_abandoned_searches(experiment_id, keep=parent.info.run_id)
         mlflow.log_dict(params.tune.model_dump(mode="json"), "tune/space.json")
         summary = run_search(
             params,
@@ -56,6 +60,17 @@ def tune_stage(
         )
     summary["parent_run_id"] = parent.info.run_id
     return summary
+
+
+def close_abandoned_searches(experiment_id: str, keep: str | None = None) -> None:
+    """Searches whose driver was killed (SIGKILL, a lost machine) left their parent run and
+    the running trials' child runs RUNNING: close them KILLED (a live search is left alone)."""
+    for parent_id in close_runs_of_dead_drivers(experiment_id, "tags.`fairtrain.stage` = 'tune'", keep):
+        for child in MlflowClient().search_runs(
+            [experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'",
+        ):
+            MlflowClient().set_terminated(child.info.run_id, "KILLED")
 
 
 @contextmanager
