@@ -71,7 +71,9 @@ def test_an_experiment_outside_the_workspace_uses_the_projects_store(tmp_path, h
     assert recorded == f"sqlite:///{root.resolve() / 'mlflow.db'}"
 
 
-def test_the_default_store_root_of_an_experiment_copy_is_its_project(tmp_path):
+def test_the_default_store_root_of_an_experiment_copy_is_its_project(tmp_path, monkeypatch):
+    # mlflow.set_tracking_uri also sets the variable: an earlier test's store may be in it.
+    monkeypatch.delenv(TRACKING_URI_ENV, raising=False)
     project = tmp_path / "project"
     assert default_store_root(project / ".dvc/tmp/exps/tmpab12cd") == project.resolve()
     assert default_store_root(project / ".dvc/tmp/exps/standalone/tmpab12cd/pipelines") == project.resolve()
