@@ -121,9 +121,22 @@ def configure(experiment: str, tracking_uri: str | None = None) -> str:
     """Point MLflow at the store and experiment; returns the experiment id."""
     uri = configure_client(tracking_uri)
     try:
+        _create_outside_an_experiment_copy(experiment, uri)
         return mlflow.set_experiment(experiment).experiment_id
     except MlflowException as error:
         raise TrackingError(f"cannot use MLflow experiment {experiment!r} at {uri}: {error}") from None
+
+
+def _create_outside_an_experiment_copy(experiment: str, uri: str) -> None:
+    """In a DVC experiment's copy of the project, create a missing experiment with its
+    artifacts in the project's mlruns/: MLflow would put them in ./mlruns, inside the copy
+    that DVC deletes, and the runs' logged models (registered versions among them) with it."""
+    cwd = Path.cwd().resolve()
+    root = default_store_root(cwd)
+    if root == cwd or uri != f"sqlite:///{root / DEFAULT_STORE_FILE}":
+        return
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=str(root / "mlruns" / experiment))
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,21 @@ from fairtrain.tracking import TRACKING_URI_ENV, default_store_root, resolve_tra
 STAGE = """\
 stages:
   where:
-    cmd: >-
-      python -c "from fairtrain.tracking import resolve_tracking_uri;
-      open('uri.txt', 'w').write(resolve_tracking_uri())"
+    cmd: python where.py
     params:
       - x
     outs:
       - uri.txt:
           cache: false
+"""
+# What the stages do first: resolve the store, then create (or find) their experiment.
+WHERE = """\
+import mlflow
+from fairtrain.tracking import configure, resolve_tracking_uri
+uri = resolve_tracking_uri()
+configure("made-in-a-copy", uri)
+location = mlflow.get_experiment_by_name("made-in-a-copy").artifact_location
+open("uri.txt", "w").write(uri + "\\n" + location)
 """
 
 
@@ -57,6 +64,7 @@ def test_an_experiment_outside_the_workspace_uses_the_projects_store(tmp_path, h
     subprocess.run(["dvc", "init", "-q"], cwd=root, env=env, check=True)
     (root / "dvc.yaml").write_text(STAGE)
     (root / "params.yaml").write_text("x: 1\n")
+    (root / "where.py").write_text(WHERE)
     _git(root, "add", "-A", env=env)
     _git(root, "commit", "-qm", "project", env=env)
 
@@ -67,8 +75,10 @@ def test_an_experiment_outside_the_workspace_uses_the_projects_store(tmp_path, h
         assert done.returncode == 0, done.stderr[-3000:]
     refs = _experiment_refs(root, env, wait=180 if how == "--queue" else 0)
     assert len(refs) == 1, refs
-    recorded = _git(root, "show", f"{refs[0]}:uri.txt", env=env)
-    assert recorded == f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    uri, artifacts = _git(root, "show", f"{refs[0]}:uri.txt", env=env).splitlines()
+    assert uri == f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    # The experiment was first made in the copy: its artifacts (logged models) must not be.
+    assert Path(artifacts.removeprefix("file://")).is_relative_to(root.resolve() / "mlruns"), artifacts
 
 
 def test_the_default_store_root_of_an_experiment_copy_is_its_project(tmp_path, monkeypatch):
