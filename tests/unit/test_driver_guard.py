@@ -147,9 +147,11 @@ def test_a_killed_search_leaves_no_run_running_after_the_next_search_starts(mlfl
     def search(driver: str) -> tuple[str, str, str]:
         parent = client.create_run(experiment_id, tags={"fairtrain.stage": "tune", DRIVER_TAG: driver})
         parent_id = parent.info.run_id
-        done = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_id}).info.run_id
+        # Trial runs carry the stage tag too (search_runs), but no driver tag.
+        child = {"mlflow.parentRunId": parent_id, "fairtrain.stage": "tune"}
+        done = client.create_run(experiment_id, tags=child).info.run_id
         client.set_terminated(done, "FINISHED")
-        trial = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_id}).info.run_id
+        trial = client.create_run(experiment_id, tags=child).info.run_id
         return parent_id, done, trial
 
     killed, killed_done, killed_trial = search(_dead_driver())

@@ -151,7 +151,8 @@ def close_runs_of_dead_drivers(experiment_id: str, condition: str, keep: str | N
     )
     closed = []
     for run in abandoned:
-        if run.info.run_id == keep:
+        # A child run (a search's trial) has no driver tag of its own: its parent's decides.
+        if run.info.run_id == keep or "mlflow.parentRunId" in run.data.tags:
             continue
         if driver_alive(run.data.tags.get(DRIVER_TAG)):
             log.info(
