@@ -107,7 +107,9 @@ def decide_promotion(
             False,
             f"not promoted: evaluate compared this version with {then}, but the champion is now "
             f"{now} (changed since evaluate ran, e.g. by `fairtrain promote`); rerun evaluate "
-            "(`dvc repro evaluate`, then register) to compare with the current champion",
+            "and what follows it (`dvc repro -s -f evaluate && dvc repro`: the registry is not "
+            "a DVC dependency, so a plain `dvc repro` sees nothing to do) to compare with the "
+            "current champion",
             previous,
         )
     if value is None:
