@@ -221,6 +221,21 @@ def test_drift_report_paths_follow_the_predict_rule(tmp_path, sample, reference,
     err = capsys.readouterr().err
     assert "reports/drift/batch.json: cannot write the drift report" in err and "Traceback" not in err
     assert (tmp_path / "reports/drift/batch.json").read_text() == earlier
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+
+    # The HTML page fails after the JSON report was written: neither replaces the earlier pair.
+    both = ["--report", "reports/drift/batch.json", "--html", "reports/drift/batch.html"]
+    assert main([*common, *both]) == 0
+    pair = [(tmp_path / f"reports/drift/batch.{ext}").read_text() for ext in ("json", "html")]
+    capsys.readouterr()
+    shifted = sample.loc[splits["test"].index].copy()  # another batch: another report
+    shifted["age"] = (shifted["age"].astype(int) + 12).astype(str)
+    shifted.to_csv(tmp_path / "shifted.csv", index=False)
+    monkeypatch.setattr("fairtrain.monitoring.drift_report.drift_page_html", _fail_with_disk_full)
+    assert main([*common[:-1], "shifted.csv", *both]) == 1
+    assert "cannot write the drift report" in capsys.readouterr().err
+    assert [(tmp_path / f"reports/drift/batch.{ext}").read_text() for ext in ("json", "html")] == pair
 
 
 def _fail_with_disk_full(*args, **kwargs):
@@ -312,6 +327,9 @@ def test_the_same_batch_is_not_appended_twice(tmp_path, sample, project_params, 
         "week1.csv",
         "week2.csv",
     ]
+    ledger_path(dataset).write_text('{"batches": ["week1.csv"]}')  # edited by hand
+    with pytest.raises(DataValidationError, match=r"batches.json: not a batch ledger \(TypeError"):
+        append_batch(dataset, first, project_params.dataset, settings)
 
 
 def _validate_file(path, params, tmp_path):

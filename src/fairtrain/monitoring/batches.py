@@ -49,12 +49,12 @@ def appended_before(dataset_path: str | Path, batch_path: str | Path) -> dict | 
         return None
     digest = file_sha256(batch_path)
     try:
-        entries = read_json(ledger)["batches"]
-    except (ValueError, KeyError, TypeError) as error:
+        return next((entry for entry in read_json(ledger)["batches"] if entry["sha256"] == digest), None)
+    except (ValueError, KeyError, TypeError) as error:  # a hand-edited or foreign file
         raise DataValidationError(
-            f"{ledger}: not a batch ledger ({error}); expected the JSON that append-batch writes"
+            f"{ledger}: not a batch ledger ({type(error).__name__}: {error}); expected the JSON "
+            "that append-batch writes"
         ) from None
-    return next((entry for entry in entries if entry.get("sha256") == digest), None)
 
 
 def append_batch(
@@ -129,13 +129,15 @@ def append_batch(
             pq.write_table(merged_table, tmp)
 
         before, total = table.num_rows, merged_table.num_rows
-    with replaced_together() as staged:  # the rows and their ledger entry land together
+    # The rows and their ledger entry land together. Staged first, the ledger is renamed into
+    # place last: a failure between the two renames leaves rows not yet in the ledger (a
+    # rerun refuses nothing), never a ledger entry for rows that were not appended.
+    with replaced_together() as staged:
+        ledger = staged.file(ledger_path(dataset_path))
         tmp = staged.file(dataset_path)
         write(tmp)
         _check_merged(tmp, dataset_path, batch_path, schema, settings, before, total)
-        staged.file(ledger_path(dataset_path)).write_text(
-            json_text(_ledger_with(dataset_path, batch_path, total - before))
-        )
+        ledger.write_text(json_text(_ledger_with(dataset_path, batch_path, total - before)))
     log.info("appended %d rows of %s to %s (%d rows now)", total - before, batch_path, dataset_path, total)
     return total
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fairtrain.config import Params
 from fairtrain.errors import FairtrainError
-from fairtrain.io import read_json, write_json, write_text
+from fairtrain.io import json_text, read_json, replaced_together
 from fairtrain.monitoring.drift import RETRAIN, check_drift, format_value, load_batch
 
 log = logging.getLogger(__name__)
@@ -100,17 +100,16 @@ def run_drift_check(
         params.drift,
         source=str(batch_path),
     )
-    writers = [
-        (json_path, lambda path: write_json(path, report)),
-        (html_path, lambda path: write_text(path, drift_page_html(report))),
-    ]
-    for path, write in writers:
-        if not path:
-            continue
-        try:
-            write(path)  # atomic: an earlier report survives a failed write
-        except OSError as error:
-            raise FairtrainError(f"{path}: cannot write the drift report: {error}") from None
+    # Both files are put in place together: a failed write leaves the earlier pair as it was.
+    try:
+        with replaced_together() as staged:
+            if json_path:
+                staged.file(json_path).write_text(json_text(report))
+            if html_path:
+                staged.file(html_path).write_text(drift_page_html(report), encoding="utf-8")
+    except OSError as error:
+        targets = " and ".join(str(path) for path in (json_path, html_path) if path)
+        raise FairtrainError(f"{targets}: cannot write the drift report: {error}") from None
     log.info("drift check of %s: %s (%s)", batch_path, report["decision"], report["reason"])
     return report
 
