@@ -157,6 +157,11 @@ def test_a_version_of_the_champions_own_run_is_promoted_on_its_gates(mlflow_stor
     assert f"same training run as champion v{v1}" in decision.reason and "gates passed" in decision.reason
     failed = _decide(client, v2, "roc_auc", 0.9, gates_passed=False)
     assert not failed.promote and "gate failed" in failed.reason
+    # A label metric changes with the decision rule: compared as for any other version.
+    decide = promotion.decide_promotion
+    worse = decide(client, NAME, v2, "accuracy", 0.80, True, 0.0, _compared(v1, accuracy=0.85))
+    assert not worse.promote and "same training run" not in worse.reason
+    assert "0.8500 on this test split" in worse.reason
 
 
 def test_the_champion_is_judged_by_its_score_on_this_test_split(mlflow_store):

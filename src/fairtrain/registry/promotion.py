@@ -46,6 +46,8 @@ class PromotionDecision:
 
 
 _UNKNOWN = object()  # evaluate did not record which champion it saw
+# Primary metrics of the scores alone, which no threshold or decision rule changes.
+SCORE_METRICS = ("roc_auc", "log_loss")
 
 
 def _evaluated_champion(non_regression: dict | None, metric: str) -> tuple[object, float | None, str]:
@@ -116,7 +118,11 @@ def decide_promotion(
         return PromotionDecision(False, f"not promoted: test {metric} is undefined", previous)
     if champion is None:
         return PromotionDecision(True, "promoted: gates passed and there was no champion", previous)
-    if client.get_model_version(name, str(version)).run_id == champion.run_id:
+    # Same weights score alike whatever the decision rule: only a threshold-free metric makes
+    # the comparison an empty one. A label metric (accuracy, F1...) changes with the rule and
+    # is compared below.
+    same_run = client.get_model_version(name, str(version)).run_id == champion.run_id
+    if same_run and metric in SCORE_METRICS:
         return PromotionDecision(
             True,
             f"promoted: same training run as champion v{previous} (new decision rule or serving "
