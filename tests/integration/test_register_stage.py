@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from fairtrain import tracking
 from fairtrain.errors import TrackingError
 from fairtrain.registry import promotion
-from fairtrain.registry.lineage import DVC_MODEL_MD5_TAG, dvc_output_md5
+from fairtrain.registry.lineage import DVC_MODEL_MD5_TAG, dvc_dir_md5, dvc_output_md5
 from fairtrain.stages.register_stage import LAST_CHECKED_TAG, register_stage
 from tests.integration.pipeline import train_plain
 
@@ -124,6 +124,7 @@ def test_register_compares_with_the_champion_scored_on_this_split(lenient, prepa
 def test_lineage_records_the_model_md5_from_dvc_lock(lenient, prepared, mlflow_store, tmp_path):
     client, name = MlflowClient(), lenient.registry.model_name
     out = _trained(lenient, prepared, tmp_path / "a")
+    on_disk = dvc_dir_md5(out / "models/model")
     lock = {
         "schema": "2.0",
         "stages": {
@@ -131,20 +132,25 @@ def test_lineage_records_the_model_md5_from_dvc_lock(lenient, prepared, mlflow_s
                 "cmd": "python pipelines/train.py",
                 "outs": [
                     {"path": "metrics/train.json", "hash": "md5", "md5": "0" * 32, "size": 9},
-                    {"path": "models/model", "hash": "md5", "md5": "ab" * 16 + ".dir", "nfiles": 2},
+                    {"path": "models/model", "hash": "md5", "md5": on_disk, "nfiles": 2},
                 ],
             }
         },
     }
     (out / "dvc.lock").write_text(yaml.safe_dump(lock))
-    assert dvc_output_md5(out, out / "models/model") == "ab" * 16 + ".dir"
+    assert dvc_output_md5(out, out / "models/model") == on_disk
     _register(lenient, prepared, out)
     tags = client.get_model_version(name, "1").tags
-    assert tags[DVC_MODEL_MD5_TAG] == "ab" * 16 + ".dir"
+    assert tags[DVC_MODEL_MD5_TAG] == on_disk
     assert "dvc_lock_sha256" not in tags  # a hash of the lock mid-`dvc repro` matched no commit
 
     # Outside dvc (no lock, or no entry for the model): no tag rather than a wrong one.
     other = _trained(lenient, prepared, tmp_path / "b")
+    _register(lenient, prepared, other)
+    assert DVC_MODEL_MD5_TAG not in client.get_model_version(name, "2").tags
+    # A lock from before the model was retrained by hand names another model: no tag either.
+    lock["stages"]["train"]["outs"][1]["md5"] = "ab" * 16 + ".dir"
+    (other / "dvc.lock").write_text(yaml.safe_dump(lock))
     _register(lenient, prepared, other)
     assert DVC_MODEL_MD5_TAG not in client.get_model_version(name, "2").tags
     (other / "dvc.lock").write_text("stages: {train: {outs: [{path: models/other, md5: x}]}}\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import platform
 import subprocess
@@ -54,8 +56,9 @@ def dvc_output_md5(project_root: Path, output: Path) -> str | None:
     reproduce.py``: ``_reproduce_stage`` dumps it before the next stage starts), so while
     register runs the train stage's entry is final, unlike the file as a whole (register's
     and report's entries are still to come): that md5 is what the commit of this pipeline run
-    holds. None when the lock is absent, unreadable, or does not list ``output`` (register
-    run outside DVC).
+    holds. None when the lock is absent, unreadable, or does not list ``output``; a lock
+    written before the output changed (register run by hand after a training outside DVC) is
+    caught by comparing with ``dvc_dir_md5`` of the folder.
     """
     lock = project_root / "dvc.lock"
     try:
@@ -68,6 +71,20 @@ def dvc_output_md5(project_root: Path, output: Path) -> str | None:
             if isinstance(out, dict) and str(out.get("path", "")).rstrip("/") == relative and out.get("md5"):
                 return str(out["md5"])
     return None
+
+
+def dvc_dir_md5(folder: Path) -> str:
+    """The md5 DVC 3 gives a folder output (``<md5>.dir``): the md5 of the JSON list of its
+    files' md5s and relative paths, sorted by path (``dvc_data``'s ``Tree.digest``)."""
+    entries = sorted(
+        (
+            {"md5": hashlib.md5(path.read_bytes()).hexdigest(), "relpath": relative.as_posix()}
+            for path in folder.rglob("*")
+            if path.is_file() and (relative := path.relative_to(folder))
+        ),
+        key=lambda entry: entry["relpath"],
+    )
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 
 
 def lineage_tags(
@@ -92,10 +109,14 @@ def lineage_tags(
         "lightning_package": run_tags.get(LIGHTNING_TAG, "unknown"),
     }
     model_md5 = dvc_output_md5(project_root, model_dir) if model_dir is not None else None
-    if model_md5 is not None:
-        tags[DVC_MODEL_MD5_TAG] = model_md5
-    else:
+    if model_md5 is None:
         log.info("dvc.lock lists no md5 for %s (run outside dvc?): no %s tag", model_dir, DVC_MODEL_MD5_TAG)
+    elif model_dir is not None and dvc_dir_md5(Path(model_dir)) != model_md5:
+        # Trained outside `dvc repro` since the lock was written (register run by hand): the
+        # lock names the previous model, and no commit holds this one.
+        log.warning("%s is not the model dvc.lock records: no %s tag", model_dir, DVC_MODEL_MD5_TAG)
+    else:
+        tags[DVC_MODEL_MD5_TAG] = model_md5
     for package in TRACKED_PACKAGES:
         try:
             tags[f"version.{package}"] = metadata.version(package)
