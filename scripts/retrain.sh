@@ -35,6 +35,19 @@ mkdir -p "$out"
 rm -f "$out/decision.json" "$out/drift.json" "$out/drift.html" "$out/summary.md" "$out"/model_card.*
 say() { echo "retrain.sh: $*" >&2; }
 
+# On any exit while $backup is set (a failed or stopped `dvc repro` after the append).
+restore_dataset() {
+  [ -n "${backup:-}" ] || return 0
+  if [ -f models/registered.json ] && ! cmp -s "$backup/registered" models/registered.json; then
+    say "dvc repro did not finish, but a model trained on the appended rows was registered: $dataset keeps them"
+  else
+    cp -p "$backup/dataset" "$dataset"
+    if [ -f "$backup/ledger" ]; then cp -p "$backup/ledger" "$dataset.batches.json"; else rm -f "$dataset.batches.json"; fi
+    say "dvc repro did not finish: $dataset is back as it was before the batch was appended"
+  fi
+  rm -rf "$backup"
+}
+
 # 1. What the last run produced (reference statistics, splits, model) from the DVC remote. On a
 #    first run the remote may be empty: what is missing is rebuilt by dvc repro below.
 say "pulling outputs from the DVC remote"
@@ -65,25 +78,24 @@ if [ "$drift_status" = drift ] || [ "$force" = true ]; then
   if [ "$force" = true ]; then reason="forced"; else reason="the batch drifted"; fi
   backup=""
   if [ -n "$batch" ]; then
-    # Kept until dvc repro succeeds: a failed retraining puts the dataset (and its ledger of
-    # appended batches) back as they were, so data/raw holds only rows a model was trained on.
+    # Kept until dvc repro succeeds: a retraining that fails or is stopped puts the dataset
+    # (and its ledger of appended batches) back as they were, so data/raw holds only rows a
+    # model was trained on. Not once a model trained on them was registered (register
+    # rewrote models/registered.json): that version's data hash names these rows.
     dataset=$(python -c 'import sys; from fairtrain.config import load_params; print(load_params(sys.argv[1]).dataset.path)' params.yaml)
     backup=$(mktemp -d "${TMPDIR:-/tmp}/fairtrain-retrain.XXXXXX")
     cp -p "$dataset" "$backup/dataset"
     if [ -f "$dataset.batches.json" ]; then cp -p "$dataset.batches.json" "$backup/ledger"; fi
+    if [ -f models/registered.json ]; then cp -p models/registered.json "$backup/registered"; fi
+    trap restore_dataset EXIT
+    trap 'exit 143' TERM
+    trap 'exit 130' INT
     fairtrain append-batch "$batch"   # the new rows become part of the training data (once)
   fi
   say "retraining ($reason): dvc repro"
-  if ! dvc repro; then
-    if [ -n "$backup" ]; then
-      cp -p "$backup/dataset" "$dataset"
-      if [ -f "$backup/ledger" ]; then cp -p "$backup/ledger" "$dataset.batches.json"; else rm -f "$dataset.batches.json"; fi
-      rm -rf "$backup"
-      say "dvc repro failed: $dataset is back as it was before the batch was appended"
-    fi
-    exit 1
-  fi
+  dvc repro || { say "dvc repro failed"; exit 1; }
   [ -z "$backup" ] || rm -rf "$backup"
+  backup=""
   retrained=true
   if [ "$push" = true ]; then
     say "pushing outputs to the DVC remote"
