@@ -17,13 +17,13 @@ from fairtrain.config import Params, load_params, params_from_dict
 from fairtrain.errors import FairtrainError
 from fairtrain.io import read_json
 from fairtrain.reporting.model_card import (
-    MissingRecordedKey,
     disparity_findings,
     load_figures,
     render_model_card,
     render_model_card_files,
     small_groups,
 )
+from fairtrain.reporting.recorded import MissingRecordedKey
 from fairtrain.stages.augment_stage import augment_stage
 from fairtrain.stages.prepare_stage import prepare_stage
 from fairtrain.stages.report_stage import RECORDED

@@ -16,12 +16,8 @@ from fairtrain import tracking
 from fairtrain.config import Params
 from fairtrain.errors import FairtrainError
 from fairtrain.io import read_json, write_text
-from fairtrain.reporting.model_card import (
-    MissingRecordedKey,
-    as_recorded,
-    render_model_card,
-    render_model_card_files,
-)
+from fairtrain.reporting.model_card import render_model_card, render_model_card_files
+from fairtrain.reporting.recorded import MissingRecordedKey, as_recorded
 from fairtrain.reporting.registry_context import registry_context
 
 log = logging.getLogger(__name__)
