@@ -33,7 +33,7 @@ from fairtrain.search_runs import (
 from fairtrain.training.trainer import TrainingData, train_distributed
 
 if TYPE_CHECKING:
-    from fairtrain.stages.train_stage import ModelInputs
+    from fairtrain.stages.training_inputs import ModelInputs
 
 log = logging.getLogger(__name__)
 

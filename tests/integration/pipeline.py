@@ -24,7 +24,8 @@ from fairtrain.models.lightning_module import TabularClassifier
 from fairtrain.stages.evaluate_stage import OUTPUTS as EVAL_OUTPUTS
 from fairtrain.stages.evaluate_stage import evaluate_stage
 from fairtrain.stages.register_stage import register_stage
-from fairtrain.stages.train_stage import features_and_target, train_stage
+from fairtrain.stages.train_stage import train_stage
+from fairtrain.stages.training_inputs import features_and_target
 from fairtrain.training.callbacks import execution_tags
 from tests.helpers import quiet_trainer
 

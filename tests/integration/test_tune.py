@@ -257,7 +257,7 @@ def test_the_trials_get_the_data_from_the_object_store_not_inside_the_trainable(
     import numpy as np
 
     from fairtrain.search import search_trainable
-    from fairtrain.stages.train_stage import ModelInputs
+    from fairtrain.stages.training_inputs import ModelInputs
     from fairtrain.training.trainer import TrainingData
 
     rows = 300_000  # 24 MB of features

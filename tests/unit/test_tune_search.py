@@ -16,7 +16,7 @@ from fairtrain.search import (
     trial_setup,
 )
 from fairtrain.search_runs import TRIAL_TAG
-from fairtrain.stages.train_stage import ModelInputs, model_options
+from fairtrain.stages.training_inputs import ModelInputs, model_options
 from tests.helpers import shrink_params
 
 

@@ -16,13 +16,8 @@ from mlflow.tracking import MlflowClient
 from fairtrain import tracking
 from fairtrain.config import Params
 from fairtrain.search import check_space, run_search
-from fairtrain.stages.train_stage import (
-    ModelInputs,
-    close_runs_of_dead_drivers,
-    features_and_target,
-    read_training_inputs,
-    training_run,
-)
+from fairtrain.stages.train_stage import close_runs_of_dead_drivers, training_run
+from fairtrain.stages.training_inputs import ModelInputs, features_and_target, read_training_inputs
 from fairtrain.training.driver_guard import DRIVER_TAG, driver_tag
 from fairtrain.training.ray_runtime import ray_session
 from fairtrain.training.trainer import TrainingData, configured_storage
