@@ -142,3 +142,36 @@ def replaced_together() -> Iterator[StagedOutputs]:
     """
     with ExitStack() as stack:
         yield StagedOutputs(stack)
+
+
+def read_stage_output(
+    path: str | Path,
+    writer: str,
+    what: str | None = None,
+    required: tuple[str, ...] = (),
+    error: type[Exception] = ValueError,
+) -> dict:
+    """The JSON object the ``writer`` stage left at ``path``, with the ``required`` keys.
+
+    Anything else (a missing, unreadable or malformed file, a JSON value that is not an
+    object, a missing key) raises ``error`` naming the file (``what`` says which input it is)
+    and the stage to rerun, instead of json's or a KeyError's traceback."""
+    label = f"{path} (the {what} input)" if what else str(path)
+    rerun = f"it is written by the {writer} stage: rerun `dvc repro {writer}`"
+    try:
+        payload = read_json(path)
+    except FileNotFoundError:
+        raise error(f"{label} does not exist; {rerun}") from None
+    except json.JSONDecodeError as problem:
+        raise error(
+            f"{label} cannot be read as JSON: it is not valid JSON ({problem.msg} at line "
+            f"{problem.lineno} column {problem.colno}); {rerun}"
+        ) from None
+    except (OSError, ValueError) as problem:  # ValueError: not UTF-8
+        raise error(f"{label} cannot be read ({problem}); {rerun}") from None
+    if not isinstance(payload, dict):
+        raise error(f"{label} holds a {type(payload).__name__}, not an object; {rerun}")
+    missing = [key for key in required if key not in payload]
+    if missing:
+        raise error(f"{label} has no {', '.join(map(repr, missing))} key; {rerun}")
+    return payload

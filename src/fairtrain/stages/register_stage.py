@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -15,7 +14,7 @@ from fairtrain import tracking
 from fairtrain.config import Params
 from fairtrain.errors import TrackingError
 from fairtrain.evaluation.champion import serving_rows
-from fairtrain.io import read_json, write_json
+from fairtrain.io import read_stage_output, write_json
 from fairtrain.registry import promotion
 from fairtrain.registry import register as reg
 from fairtrain.registry.lineage import lineage_tags
@@ -26,24 +25,6 @@ EXAMPLE_ROWS = 5
 # Set on every register run of a version whose ``promotion`` tag is kept (a rerun: the tag
 # keeps the reason its alias last moved or, never promoted, the first decision).
 LAST_CHECKED_TAG = "last_checked"
-
-
-def _read_input(path: Path, writer: str, required: tuple[str, ...] = ()) -> dict:
-    """A JSON file another stage wrote, as a dict with the ``required`` keys; a clear error
-    naming the file, the key and the stage to rerun otherwise."""
-    rerun = f"rerun `dvc repro {writer}` to write it again"
-    try:
-        data = read_json(path)
-    except FileNotFoundError:
-        raise TrackingError(f"{path} does not exist ({writer} writes it); {rerun}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TrackingError(f"{path} cannot be read as JSON ({error}); {writer} writes it: {rerun}") from None
-    if not isinstance(data, dict):
-        raise TrackingError(f"{path} holds a {type(data).__name__}, not a JSON object; {rerun}")
-    missing = [key for key in required if key not in data]
-    if missing:
-        raise TrackingError(f"{path} has no {', '.join(map(repr, missing))} key; {writer} writes it: {rerun}")
-    return data
 
 
 def input_example(test: pd.DataFrame, params: Params) -> pd.DataFrame:
@@ -67,11 +48,13 @@ def register_stage(
     """``mitigation_path``: evaluate's mitigation.json; when it is enabled there, the served
     model applies its per-group rule instead of the single threshold."""
     ref = tracking.RunRef.load(run_ref_path)
-    evaluation = _read_input(evaluation_path, "evaluate", ("threshold",))
-    gates = _read_input(gates_path, "evaluate", ("passed", "summary"))
-    mitigation = {"enabled": False}
-    if mitigation_path is not None:
-        mitigation = _read_input(mitigation_path, "evaluate", ("enabled",))
+
+    def evaluated(path: Path, *required: str) -> dict:
+        return read_stage_output(path, "evaluate", required=required, error=TrackingError)
+
+    evaluation = evaluated(evaluation_path, "threshold")
+    gates = evaluated(gates_path, "passed", "summary")
+    mitigation = evaluated(mitigation_path, "enabled") if mitigation_path is not None else {"enabled": False}
     if mitigation["enabled"] and "rule" not in mitigation:
         raise TrackingError(f"{mitigation_path} is enabled but has no 'rule' key; rerun `dvc repro evaluate`")
     name, metric = params.registry.model_name, params.registry.primary_metric

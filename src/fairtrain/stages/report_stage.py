@@ -3,7 +3,6 @@ the run."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,8 +14,8 @@ from mlflow.tracking import MlflowClient
 from fairtrain import tracking
 from fairtrain.config import Params
 from fairtrain.errors import FairtrainError
-from fairtrain.io import read_json, write_text
-from fairtrain.reporting.model_card import render_model_card, render_model_card_files
+from fairtrain.io import read_stage_output, write_text
+from fairtrain.reporting.model_card import render_model_card_files
 from fairtrain.reporting.recorded import MissingRecordedKey, as_recorded
 from fairtrain.reporting.registry_context import registry_context
 
@@ -69,22 +68,7 @@ def read_recorded(name: str, path: Path | None) -> dict:
     unreadable or malformed file raises a ``FairtrainError`` naming the file and that stage."""
     if path is None:
         raise FairtrainError(f"no {name} input was given to the report stage; {_rerun(name)}")
-    try:
-        payload = read_json(path)
-    except FileNotFoundError:
-        raise FairtrainError(f"{path} (the {name} input) does not exist; {_rerun(name)}") from None
-    except json.JSONDecodeError as error:
-        raise FairtrainError(
-            f"{path} (the {name} input) is not valid JSON: {error.msg} at line {error.lineno} "
-            f"column {error.colno}; {_rerun(name)}"
-        ) from None
-    except (OSError, ValueError) as error:
-        raise FairtrainError(f"{path} (the {name} input) cannot be read ({error}); {_rerun(name)}") from None
-    if not isinstance(payload, dict):
-        raise FairtrainError(
-            f"{path} (the {name} input) holds a JSON {type(payload).__name__}, not an object; {_rerun(name)}"
-        )
-    return payload
+    return read_stage_output(path, WRITTEN_BY[name], what=name, error=FairtrainError)
 
 
 @contextmanager
@@ -109,7 +93,7 @@ def report_stage(
     ``figures_dir`` holds evaluate's PNGs and their ``index.json`` (optional). Writes the
     Markdown card to ``output_path`` and, when given, the HTML card to ``html_path``.
 
-    Every input is read and the card rendered once before the MLflow run is reopened, so an
+    Every input is read and the card rendered before the MLflow run is reopened, so an
     unreadable input or a key the card needs but an input lacks fails naming the file (and the
     key) before anything is logged or written."""
     recorded = {
@@ -122,13 +106,13 @@ def report_stage(
         for name in RECORDED
     }
     with _naming_inputs(inputs):
-        render_model_card(params, recorded)
-        with tracking.resume_run(tracking.RunRef.load(inputs["run"]), "report"):
-            context = registry_context(MlflowClient(), recorded["registered"])
-            card, page = render_model_card_files(params, recorded, output_path, figures_dir, context)
-            mlflow.log_text(card, f"model_card/{output_path.name}")
-            if html_path is not None:
-                mlflow.log_text(page, f"model_card/{html_path.name}")
+        tracking.configure_client()  # the registry's record of the version, from the run's store
+        context = registry_context(MlflowClient(), recorded["registered"])
+        card, page = render_model_card_files(params, recorded, output_path, figures_dir, context)
+    with tracking.resume_run(tracking.RunRef.load(inputs["run"]), "report"):
+        mlflow.log_text(card, f"model_card/{output_path.name}")
+        if html_path is not None:
+            mlflow.log_text(page, f"model_card/{html_path.name}")
     write_text(output_path, card)
     if html_path is not None:
         write_text(html_path, page)
