@@ -42,19 +42,21 @@ def ledger_path(dataset_path: str | Path) -> Path:
     return dataset_path.with_name(dataset_path.name + LEDGER_SUFFIX)
 
 
-def appended_before(dataset_path: str | Path, batch_path: str | Path) -> dict | None:
-    """The ledger entry of a batch with the same bytes as ``batch_path``, if one was appended."""
+def ledger_entries(dataset_path: str | Path) -> list[dict]:
+    """The batches appended to the dataset so far (none without a ledger)."""
     ledger = ledger_path(dataset_path)
     if not ledger.is_file():
-        return None
-    digest = file_sha256(batch_path)
+        return []
     try:
-        return next((entry for entry in read_json(ledger)["batches"] if entry["sha256"] == digest), None)
+        entries = read_json(ledger)["batches"]
+        if not all(isinstance(entry, dict) and "sha256" in entry for entry in entries):
+            raise TypeError("an entry is not an object with its sha256")
     except (ValueError, KeyError, TypeError) as error:  # a hand-edited or foreign file
         raise DataValidationError(
             f"{ledger}: not a batch ledger ({type(error).__name__}: {error}); expected the JSON "
             "that append-batch writes"
         ) from None
+    return entries
 
 
 def append_batch(
@@ -84,7 +86,8 @@ def append_batch(
         )
     if not dataset_path.is_file():
         raise DataValidationError(f"{dataset_path}: file not found (dataset.path in params.yaml)")
-    earlier = appended_before(dataset_path, batch_path)
+    recorded, digest = ledger_entries(dataset_path), file_sha256(batch_path)
+    earlier = next((entry for entry in recorded if entry["sha256"] == digest), None)
     if earlier is not None:
         raise BatchAlreadyAppended(
             f"{batch_path}: this batch was already appended to {dataset_path} "
@@ -137,25 +140,19 @@ def append_batch(
         tmp = staged.file(dataset_path)
         write(tmp)
         _check_merged(tmp, dataset_path, batch_path, schema, settings, before, total)
-        ledger.write_text(json_text(_ledger_with(dataset_path, batch_path, total - before)))
+        entry = {
+            "sha256": digest,
+            "file": batch_path.name,
+            "rows": total - before,
+            "appended_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        ledger.write_text(json_text({"dataset": dataset_path.name, "batches": [*recorded, entry]}))
     log.info("appended %d rows of %s to %s (%d rows now)", total - before, batch_path, dataset_path, total)
     return total
 
 
 class BatchAlreadyAppended(DataValidationError):
     """The batch's bytes are in the dataset's ledger: appending it again would duplicate rows."""
-
-
-def _ledger_with(dataset_path: Path, batch_path: Path, rows: int) -> dict:
-    ledger = ledger_path(dataset_path)
-    entries = read_json(ledger)["batches"] if ledger.is_file() else []
-    entry = {
-        "sha256": file_sha256(batch_path),
-        "file": batch_path.name,
-        "rows": rows,
-        "appended_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    return {"dataset": dataset_path.name, "batches": [*entries, entry]}
 
 
 def _same_columns(current: list[str], batch: pd.DataFrame, dataset_path: Path, batch_path: Path) -> list[str]:

@@ -60,12 +60,13 @@ def tune_stage(
 def close_abandoned_searches(experiment_id: str, keep: str | None = None) -> None:
     """Searches whose driver was killed (SIGKILL, a lost machine) left their parent run and
     the running trials' child runs RUNNING: close them KILLED (a live search is left alone)."""
+    client = MlflowClient()
     for parent_id in close_runs_of_dead_drivers(experiment_id, "tags.`fairtrain.stage` = 'tune'", keep):
-        for child in MlflowClient().search_runs(
+        for child in client.search_runs(
             [experiment_id],
             filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'",
         ):
-            MlflowClient().set_terminated(child.info.run_id, "KILLED")
+            client.set_terminated(child.info.run_id, "KILLED")
 
 
 @contextmanager
