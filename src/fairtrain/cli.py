@@ -42,6 +42,8 @@ LINEAGE_TAGS = (
     "dvc_model_md5",
     "mlflow_run_id",
     "ray_num_workers",
+    "python",
+    "lightning_package",
     "gate_decision",
     "gate_summary",
     "promotion",
@@ -77,7 +79,9 @@ def _describe(client: MlflowClient, version: ModelVersion) -> dict:
         "aliases": sorted(version.aliases),
         "run_id": version.run_id,
         "created": pd.Timestamp(version.creation_timestamp, unit="ms", tz="UTC").isoformat(),
-        "lineage": {k: version.tags[k] for k in LINEAGE_TAGS if k in version.tags},
+        # The library versions (`version.torch`, ...) after the named tags, sorted.
+        "lineage": {k: version.tags[k] for k in LINEAGE_TAGS if k in version.tags}
+        | {k: v for k, v in sorted(version.tags.items()) if k.startswith("version.")},
         "test_metrics": {k[len("test_") :]: v for k, v in sorted(metrics.items()) if k.startswith("test_")},
     }
 
@@ -167,8 +171,6 @@ def cmd_compare(args: argparse.Namespace, client: MlflowClient) -> None:
 
 def cmd_promote(args: argparse.Namespace, client: MlflowClient) -> None:
     name = _model_name(args)
-    if args.rollback == (args.version is not None):
-        raise TrackingError("give either a VERSION to promote or --rollback, not both or neither")
     if args.rollback:
         champion, demoted = promotion.rollback(client, name)
         result = {"champion": champion, "previous_champion": demoted, "action": "rollback"}
@@ -286,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--params",
         type=Path,
         default=Path("params.yaml"),
-        help="read register.model_name from here (default: params.yaml)",
+        help="parameters file: register.model_name for the registry commands; dataset, validate "
+        "and drift settings for drift and append-batch (default: params.yaml)",
     )
     parser.add_argument("--model-name", help="registered model name (default: from params)")
     common = argparse.ArgumentParser(add_help=False)
@@ -317,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--output",
         type=Path,
-        help="write rows + predictions as CSV into an existing folder (default: stdout); --json prints too",
+        help="write rows + predictions as CSV to this file, creating missing folders (default: "
+        "stdout); with --json the predictions are also printed as JSON",
     )
     predict.set_defaults(run=cmd_predict)
     drift = commands.add_parser(
@@ -343,7 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "promote" and args.rollback == (args.version is not None):
+        parser.error("promote: give either a VERSION to promote or --rollback, not both or neither")
     try:
         if args.run is None:
             return args.local(args)

@@ -47,7 +47,9 @@ def test_champion_versions_and_compare(registry):
     assert champion.returncode == 0, champion.stderr
     info = json.loads(champion.stdout)
     assert info["version"] == "1" and "champion" in info["aliases"]
-    assert {"git_commit", "data_sha256", "params_sha256", "mlflow_run_id"} <= set(info["lineage"])
+    assert {"git_commit", "data_sha256", "params_sha256", "mlflow_run_id", "python"} <= set(info["lineage"])
+    # The library versions the README lists as lineage are shown too.
+    assert {"version.torch", "version.ray", "version.mlflow"} <= set(info["lineage"])
     assert 0.8 < info["test_metrics"]["roc_auc"] <= 1
 
     versions = json.loads(fairtrain("versions", "--json", cwd=registry).stdout)
@@ -59,10 +61,10 @@ def test_champion_versions_and_compare(registry):
     assert auc["a"] == info["test_metrics"]["roc_auc"]
     assert auc["b_minus_a"] == pytest.approx(auc["b"] - auc["a"])
     assert "fairness/sex/demographic_parity_difference" in rows
-    text = fairtrain("compare", "1", "2", cwd=registry).stdout
-    assert "test_roc_auc" in text.splitlines()[2] or any(
-        line.startswith("test_roc_auc") for line in text.splitlines()
-    )
+    plain = fairtrain("compare", "1", "2", cwd=registry)
+    assert plain.returncode == 0, plain.stderr
+    line = next(line for line in plain.stdout.splitlines() if line.startswith("test_roc_auc "))
+    assert line.split()[1:] == [f"{auc['a']:.4f}", f"{auc['b']:.4f}", f"{auc['b_minus_a']:.4f}"]
 
 
 def test_promote_refuses_failed_gates_then_force_and_rollback(registry):
@@ -107,6 +109,7 @@ def test_predict_scores_a_raw_csv_and_errors_are_clear(registry, adult_raw):
 
     unknown = fairtrain("compare", "1", "9", cwd=registry)
     assert unknown.returncode == 1 and "no version or alias '9'" in unknown.stderr
-    usage = fairtrain("promote", cwd=registry)
-    assert usage.returncode == 1 and "either a VERSION" in usage.stderr
+    for wrong in (["promote"], ["promote", "1", "--rollback"]):  # bad usage: exit 2, as documented
+        usage = fairtrain(*wrong, cwd=registry)
+        assert usage.returncode == 2 and "either a VERSION" in usage.stderr
     assert fairtrain("no-such-command", cwd=registry).returncode == 2
