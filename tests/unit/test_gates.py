@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from fairtrain.config import GatesConfig
+from fairtrain.config import GatesConfig, params_from_dict
 from fairtrain.evaluation.fairness import group_metrics
-from fairtrain.evaluation.gates import evaluate_gates
+from fairtrain.evaluation.gates import THRESHOLD_KEYS, evaluate_gates, unset_thresholds
 
 GATES = GatesConfig(
     min_roc_auc=0.88,
@@ -209,3 +210,16 @@ def test_a_lower_is_better_group_gate_records_the_upper_bound_it_was_held_to():
     check = _check(result, "champion_non_regression.log_loss.sex=F")
     assert check["threshold"] == 0.33
     assert check["champion_interval"] == [0.28, 0.33]
+
+
+
+def test_thresholds_a_params_file_leaves_out_are_reported_with_their_fallbacks(project_root):
+    raw = yaml.safe_load((project_root / "params.yaml").read_text())
+    assert unset_thresholds(params_from_dict(raw).evaluate.gates) == {}  # the shipped file sets all
+    del raw["evaluate"]["gates"]["min_roc_auc"], raw["evaluate"]["gates"]["max_expected_calibration_error"]
+    assert unset_thresholds(params_from_dict(raw).evaluate.gates) == {
+        "min_roc_auc": 0.0,
+        "max_expected_calibration_error": 1.0,
+    }
+    del raw["evaluate"]["gates"]
+    assert set(unset_thresholds(params_from_dict(raw).evaluate.gates)) == set(THRESHOLD_KEYS)

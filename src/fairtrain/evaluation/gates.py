@@ -5,6 +5,20 @@ from __future__ import annotations
 from fairtrain.config import GROUP_GATE_METRICS, GatesConfig
 
 FAIRNESS_GATES = ("demographic_parity_difference", "equalized_odds_difference")
+THRESHOLD_KEYS = (
+    "min_roc_auc",
+    "max_demographic_parity_difference",
+    "max_equalized_odds_difference",
+    "max_expected_calibration_error",
+)
+
+
+def unset_thresholds(gates: GatesConfig) -> dict[str, float]:
+    """The thresholds the params file leaves out, with the value they fall back to.
+
+    The fallbacks (ROC-AUC >= 0, differences and ECE <= 1) hold nothing back: a gate left out
+    is a gate that always passes on a defined value, which a reviewer should hear about."""
+    return {key: getattr(gates, key) for key in THRESHOLD_KEYS if key not in gates.model_fields_set}
 
 
 def _check(

@@ -25,7 +25,7 @@ from fairtrain.evaluation.bootstrap import bootstrap_metrics, default_metric_fns
 from fairtrain.evaluation.calibration import calibration_curve_points
 from fairtrain.evaluation.champion import non_regression, score_champion
 from fairtrain.evaluation.fairness import fairness_audit
-from fairtrain.evaluation.gates import evaluate_gates
+from fairtrain.evaluation.gates import evaluate_gates, unset_thresholds
 from fairtrain.evaluation.metrics import classification_metrics, confusion_rows, roc_points
 from fairtrain.evaluation.threshold import choose_threshold
 from fairtrain.io import json_safe, json_text, read_json, replaced_together
@@ -164,6 +164,12 @@ def evaluate_stage(
     local outputs untouched.
     """
     schema, settings = params.dataset, params.evaluate
+    if unset := unset_thresholds(settings.gates):
+        log.warning(
+            "evaluate.gates leaves out %s: those gates fall back to %s and pass any defined value",
+            ", ".join(unset),
+            ", ".join(f"{k} {v}" for k, v in unset.items()),
+        )
     preprocessor = Preprocessor.from_dict(read_json(preprocessor_path))
     model = load_model(model_dir)
     val, test = pd.read_parquet(val_path), pd.read_parquet(test_path)
