@@ -338,10 +338,12 @@ def train_stage(
             write_json(history_path, history)
             ref = tracking.RunRef(run_id=run_id, experiment_id=experiment_id, tracking_uri=uri)
             ref.save(run_ref_path)
+    auc = summary["best_val_auc"]
     log.info(
         "best epoch %d: val_loss %.4f, val_auc %s",
         summary["best_epoch"],
         summary["best_val_loss"],
-        summary["best_val_auc"],
+        # None when the validation split held one class (the AUC is undefined there).
+        "n/a" if auc is None else f"{auc:.4f}",
     )
     return ref
