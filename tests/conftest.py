@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fairtrain.config import Params, load_params
-from tests.helpers import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT, undo_mlflow_state_with
 
 # Keep tests offline and quiet: no usage statistics from Ray, MLflow or DVC.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -36,10 +36,13 @@ def adult_raw() -> pd.DataFrame:
 
 @pytest.fixture
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh SQLite MLflow store for one test, selected the way users select a server."""
+    """A fresh SQLite MLflow store for one test, selected the way users select a server.
+    Afterwards nothing process-wide points at the deleted store: MLflow's tracking URI is
+    reset, its active experiment and the variables it and the stages export are restored."""
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    undo_mlflow_state_with(monkeypatch)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     # Before the experiment is made: its artifact folder is ./mlruns at that moment, and the
@@ -51,3 +54,6 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     yield uri
     if mlflow.active_run():
         mlflow.end_run()
+    # Also unsets $MLFLOW_TRACKING_URI; monkeypatch's undo, which runs after this teardown
+    # (this fixture depends on it), then restores the variable as it was before the test.
+    mlflow.set_tracking_uri(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -38,3 +39,24 @@ def quiet_trainer(max_epochs: int = 3, accelerator: str = "cpu", **options):
     return pl.Trainer(
         max_epochs=max_epochs, accelerator=accelerator, enable_model_summary=False, **(defaults | options)
     )
+
+
+def undo_mlflow_state_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Have ``monkeypatch``'s undo put MLflow's process-wide state back as it is now; call it
+    before anything changes that state. That state is the environment variables MLflow and
+    ``fairtrain.tracking`` write (``mlflow.set_tracking_uri`` and ``mlflow.set_experiment``
+    export theirs for subprocesses, ``tracking.configure_client`` sets bounded HTTP retries)
+    and the active experiment id. The tracking URI global is the caller's to reset, with
+    ``mlflow.set_tracking_uri(None)`` before the undo: MLflow then reads it from the restored
+    environment again."""
+    import mlflow.tracking.fluent as fluent
+
+    from fairtrain.tracking import HTTP_DEFAULTS, TRACKING_URI_ENV
+
+    for name in (TRACKING_URI_ENV, "MLFLOW_EXPERIMENT_ID", *HTTP_DEFAULTS):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:  # recorded as unset (so the undo removes it), then removed again at once
+            monkeypatch.setenv(name, "")
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(fluent, "_active_experiment_id", fluent._active_experiment_id)

@@ -10,6 +10,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -17,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers import PROJECT_ROOT, adult_sample
+from tests.helpers import PROJECT_ROOT, adult_sample, undo_mlflow_state_with
 
 pytestmark = pytest.mark.slow
 SAMPLE_ROWS = 5000
@@ -100,13 +102,30 @@ def _console(root: Path) -> Path:
     return root.with_name(f"{root.name}-console.txt")
 
 
+def _uri(root: Path) -> str:
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
 def _client(root: Path) -> mlflow.MlflowClient:
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    return mlflow.MlflowClient(uri)
+    return mlflow.MlflowClient(_uri(root))
 
 
-def test_repro_records_one_complete_run_and_a_servable_model(repo):
+@contextmanager
+def _tracking(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """MLflow's fluent API (``models:/`` URIs) on the repo's store, for the ``with`` block:
+    then the tracking URI is reset, and ``monkeypatch``'s undo restores the environment
+    (``mlflow.set_tracking_uri`` exports the URI as $MLFLOW_TRACKING_URI) and the rest of
+    MLflow's process-wide state."""
+    undo_mlflow_state_with(monkeypatch)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _uri(root))
+    mlflow.set_tracking_uri(_uri(root))
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_repro_records_one_complete_run_and_a_servable_model(repo, monkeypatch):
     root, _ = repo
     client = _client(root)
     evaluation = json.loads((root / "metrics/evaluation.json").read_text())
@@ -138,7 +157,8 @@ def test_repro_records_one_complete_run_and_a_servable_model(repo):
 
     # The model loads by alias and predicts on rows of the raw CSV.
     raw = pd.read_csv(root / "data/raw/adult.csv.gz").head(50)
-    model = mlflow.pyfunc.load_model("models:/fairtrain-adult@challenger")
+    with _tracking(root, monkeypatch):
+        model = mlflow.pyfunc.load_model("models:/fairtrain-adult@challenger")
     predicted = model.predict(raw.drop(columns=["income-per-year"]))
     assert len(predicted) == 50
     assert predicted["probability"].between(0, 1).all()

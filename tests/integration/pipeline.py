@@ -27,7 +27,7 @@ from fairtrain.stages.register_stage import register_stage
 from fairtrain.stages.train_stage import train_stage
 from fairtrain.stages.training_inputs import features_and_target
 from fairtrain.training.callbacks import execution_tags
-from tests.helpers import quiet_trainer
+from tests.helpers import quiet_trainer, undo_mlflow_state_with
 
 
 def wait_for_pause(probe_dir: Path, timeout: float = 180, process: subprocess.Popen | None = None) -> None:
@@ -75,17 +75,24 @@ def train_with_ray(params, prepared, out: Path) -> dict:
 
 def train_in_own_store(params, prepared, out: Path) -> None:
     """``train_with_ray`` logging to its own SQLite store, ``out``/mlflow.db (so two runs can
-    be compared whole); the process's tracking URI and environment are put back after."""
+    be compared whole), working in ``out``: the experiments made there get their artifact
+    folder in ``out``/mlruns, not in the directory the tests run from. The working directory,
+    the environment and MLflow's active experiment are put back after, and its tracking URI
+    is again what the restored environment says. ``out`` and ``prepared``'s paths must be
+    absolute (``tmp_path``'s are)."""
+    out = Path(out).resolve()
     uri = f"sqlite:///{out / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
     with pytest.MonkeyPatch.context() as patch:
+        undo_mlflow_state_with(patch)
+        patch.chdir(out)
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment("Default")
         try:
             train_with_ray(params, prepared, out)
         finally:
-            mlflow.set_tracking_uri(previous)
+            # Unsets $MLFLOW_TRACKING_URI too; leaving the context restores it.
+            mlflow.set_tracking_uri(None)
 
 
 def epoch_history(out: Path) -> list[dict]:

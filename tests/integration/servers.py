@@ -20,6 +20,8 @@ import mlflow
 import pytest
 import requests
 
+from tests.helpers import undo_mlflow_state_with
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -128,17 +130,23 @@ def mlflow_server(
 def driver_only_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A basic-auth ``mlflow server`` under ``tmp_path``/server whose credentials only this
     process gets, in its environment, from now on (a Ray instance started before does not
-    see them); the process works in ``tmp_path``. Yields the server's URI."""
+    see them); the process works in ``tmp_path``. Yields the server's URI. Once the server
+    stopped, MLflow's tracking URI no longer points at it; ``monkeypatch``'s undo restores the
+    environment and MLflow's active experiment."""
     root = tmp_path / "server"
     root.mkdir()
     password = "test-only-password"  # a throwaway server in a temporary folder
+    undo_mlflow_state_with(monkeypatch)
     with mlflow_server(root, f"sqlite:///{root / 'server.db'}", admin_password=password) as uri:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
         mlflow.set_tracking_uri(uri)
         monkeypatch.chdir(tmp_path)
-        yield uri
+        try:
+            yield uri
+        finally:
+            mlflow.set_tracking_uri(None)  # unsets $MLFLOW_TRACKING_URI as well
 
 
 def _postgres_bin(name: str) -> str | None:

@@ -37,7 +37,7 @@ import pytest
 import requests
 import yaml
 
-from tests.helpers import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT, undo_mlflow_state_with
 from tests.integration.servers import free_port, running_server
 
 STACK = PROJECT_ROOT / "infra/mlflow"
@@ -431,6 +431,8 @@ def test_pipeline_through_basic_auth_as_documented(
     assert not_admin.status_code == 403
 
     # The pipeline authenticates through MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
+    # (What the stages and MLflow export into the environment goes back at monkeypatch's undo.)
+    undo_mlflow_state_with(monkeypatch)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     monkeypatch.chdir(tmp_path)
 

@@ -9,6 +9,9 @@ server's REST API.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pandas as pd
 import pytest
 
 from fairtrain.io import file_sha256, json_sha256
-from fairtrain.registry.lineage import git_state
+from tests.helpers import undo_mlflow_state_with
 from tests.integration.pipeline import run_after_training
 from tests.integration.servers import mlflow_server, postgres_cluster
 
@@ -39,9 +42,12 @@ def backend_store(request, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend_store: str) -> Iterator[dict]:
     """``mlflow server`` with the backend store above and proxied local artifacts on a free
-    loopback port; the test process is pointed at it through ``MLFLOW_TRACKING_URI``."""
+    loopback port; the test process is pointed at it through ``MLFLOW_TRACKING_URI``, and no
+    longer once the server stopped (monkeypatch's undo restores the environment and MLflow's
+    active experiment)."""
     root = tmp_path / "server"
     root.mkdir()
+    undo_mlflow_state_with(monkeypatch)
     with mlflow_server(root, backend_store, timeout_s=START_TIMEOUT_S) as uri:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
@@ -49,7 +55,33 @@ def tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend_sto
         client_dir = tmp_path / "client"
         client_dir.mkdir()
         monkeypatch.chdir(client_dir)
-        yield {"uri": uri, "artifacts": root / "artifacts", "client_dir": client_dir}
+        try:
+            yield {"uri": uri, "artifacts": root / "artifacts", "client_dir": client_dir}
+        finally:
+            if mlflow.active_run():
+                mlflow.end_run()
+            mlflow.set_tracking_uri(None)  # unsets $MLFLOW_TRACKING_URI as well
+
+
+def commit_project(root: Path) -> str:
+    """Make ``root`` a git repository with one commit (the project the client registers from:
+    its working directory is inside ``root``); returns that commit's hash."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    git = [
+        "git",
+        "-c", "user.name=fairtrain tests",
+        "-c", "user.email=tests@example.invalid",
+        "-c", "commit.gpgsign=false",
+        "-c", "core.hooksPath=/dev/null",
+    ]  # fmt: skip
+    (root / "README.md").write_text("the project the registered models come from\n")
+    for args in (["init", "-q"], ["add", "README.md"], ["commit", "-q", "-m", "project"]):
+        subprocess.run([*git, *args], cwd=root, env=env, check=True, capture_output=True, timeout=60)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], cwd=root, env=env, check=True, capture_output=True, text=True, timeout=60
+    ).stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{40}", head), head
+    return head
 
 
 def gates_decision(result: dict) -> str:
@@ -59,6 +91,9 @@ def gates_decision(result: dict) -> str:
 def test_two_registrations_through_a_tracking_server(tracking_server, lenient, prepared, tmp_path, adult_raw):
     uri = tracking_server["uri"]
     name = lenient.registry.model_name
+    # The register stage reads the commit from its project root, the working directory here.
+    head = commit_project(tmp_path)
+    assert tracking_server["client_dir"].is_relative_to(tmp_path)
 
     first = run_after_training(lenient, prepared, tmp_path / "a", epochs=3)
     # Untrained: registered as challenger, it must not beat the champion.
@@ -75,10 +110,10 @@ def test_two_registrations_through_a_tracking_server(tracking_server, lenient, p
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
 
-    expected_git = git_state(Path.cwd())["git_commit"]
     for version, result in (("1", first), ("2", second)):
         tags = client.get_model_version(name, version).tags
-        assert tags["git_commit"] == expected_git
+        assert tags["git_commit"] == head
+        assert tags["git_dirty"] == "false", "nothing tracked changed since the commit"
         assert tags["data_sha256"] == file_sha256(prepared["raw"])
         assert tags["params_sha256"] == json_sha256(lenient.model_dump(mode="json"))
         assert tags["mlflow_run_id"] == result["ref"].run_id
