@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from fairtrain.io import file_sha256, json_sha256
 from fairtrain.stages.report_stage import report_stage
 from tests.helpers import shrink_params
 from tests.integration.pipeline import register_again, run_after_training
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_register_promotes_logs_lineage_and_serves_raw_rows(
-    lenient, prepared, mlflow_store, tmp_path, adult_raw
+    lenient, small_params, prepared, mlflow_store, tmp_path, adult_raw
 ):
     first = run_after_training(lenient, prepared, tmp_path / "a", epochs=3)
     name = lenient.registry.model_name
@@ -40,6 +41,12 @@ def test_register_promotes_logs_lineage_and_serves_raw_rows(
     ):
         assert tag in version.tags, tag
     assert version.tags["mlflow_run_id"] == first["ref"].run_id == version.run_id
+    # The lineage names the inputs exactly: the raw data file the stage was given, and the
+    # params this registration ran with (lenient's gates, not the project's).
+    assert version.tags["data_path"] == str(prepared["raw"])
+    assert version.tags["data_sha256"] == file_sha256(prepared["raw"])
+    assert version.tags["params_sha256"] == json_sha256(lenient.model_dump(mode="json"))
+    assert version.tags["params_sha256"] != json_sha256(small_params.model_dump(mode="json"))
     assert version.tags["gate_decision"] == "passed"
     from fairtrain.lightning import pl
 

@@ -17,8 +17,6 @@ import ray
 import yaml
 
 from fairtrain.config import load_params
-from fairtrain.params_file import write_back
-from fairtrain.search import grid
 from fairtrain.search_runs import ERROR_TAG, FAILED_TRIALS_TAG, STOPPED_TAG
 from fairtrain.stages.tune_stage import tune_stage
 from fairtrain.training.callbacks import PAUSE_FILE, PROBE_DIR_ENV
@@ -29,22 +27,6 @@ from tests.integration.pipeline import wait_for_pause
 from tests.integration.servers import driver_only_credentials
 
 pytestmark = pytest.mark.slow
-
-
-def test_grid_is_every_combination():
-    assert grid({"a": [1, 2], "b": ["x"]}) == [{"a": 1, "b": "x"}, {"a": 2, "b": "x"}]
-
-
-def test_write_back_edits_train_keys_and_keeps_comments(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text((PROJECT_ROOT / "params.yaml").read_text())
-    write_back(path, {"learning_rate": 0.003, "hidden_sizes": [64, 32], "lr_schedule": "cosine"})
-    text = path.read_text()
-    assert "  learning_rate: 0.003" in text and "  hidden_sizes: [64, 32]" in text
-    assert "# none | cosine | onecycle | plateau" in text, "comments survive"
-    params = load_params(path)
-    assert (params.train.learning_rate, params.train.hidden_sizes) == (0.003, [64, 32])
-    assert params.evaluate == load_params(PROJECT_ROOT / "params.yaml").evaluate
 
 
 # The good rate first: trials run one at a time, so when the poor one reaches ASHA's rung

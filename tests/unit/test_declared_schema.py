@@ -14,7 +14,7 @@ from fairtrain.config import load_params, params_from_dict
 from fairtrain.data.generators import adult_like, loans_table
 from fairtrain.data.parsing import bin_labels
 from fairtrain.data.preprocessing import Preprocessor, fit_preprocessor
-from fairtrain.errors import ConfigError
+from fairtrain.errors import ConfigError, DataValidationError
 from fairtrain.io import read_json
 from fairtrain.stages.augment_stage import augment_stage
 from fairtrain.stages.prepare_stage import prepare_stage
@@ -153,5 +153,5 @@ def test_boolean_and_datetime_features_are_encoded_from_cleaned_and_raw_rows():
     assert len(np.unique(from_clean[:, column])) == 2
     bad = raw.head(2).copy()
     bad.loc[0, "has_guarantor"] = "perhaps"
-    with pytest.raises(Exception, match="has_guarantor"):
+    with pytest.raises(DataValidationError, match=r"column 'has_guarantor': .*not booleans.*'perhaps'"):
         pre.transform(bad)

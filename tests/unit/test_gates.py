@@ -212,7 +212,6 @@ def test_a_lower_is_better_group_gate_records_the_upper_bound_it_was_held_to():
     assert check["champion_interval"] == [0.28, 0.33]
 
 
-
 def test_thresholds_a_params_file_leaves_out_are_reported_with_their_fallbacks(project_root):
     raw = yaml.safe_load((project_root / "params.yaml").read_text())
     assert unset_thresholds(params_from_dict(raw).evaluate.gates) == {}  # the shipped file sets all

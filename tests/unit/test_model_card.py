@@ -497,8 +497,10 @@ def test_failed_gates_and_no_augmentation(params, recorded):
 
 def test_a_missing_recorded_key_fails_loudly(params, recorded):
     del recorded["train"]["best_epoch"]
-    with pytest.raises(Exception, match="best_epoch"):
+    with pytest.raises(MissingRecordedKey, match=r"^no key 'train\.best_epoch'$") as caught:
         render_model_card(params, recorded)
+    # What the report stage needs to name the file and the stage that should have written it.
+    assert (caught.value.source, caught.value.path) == ("train", "train.best_epoch")
 
 
 def test_intervals_threshold_rule_and_baselines_are_reported(card):

@@ -146,7 +146,8 @@ def test_load_model_rejects_weights_of_another_architecture(trained, tmp_path):
         trained["module"].model.state_dict(),
         {"n_features": N_FEATURES, "hidden_sizes": [32], "dropout": 0.0},
     )
-    with pytest.raises(RuntimeError):
+    mismatch = r"(?s)loading state_dict for TabularMLP.*size mismatch for net\.0\.weight"
+    with pytest.raises(RuntimeError, match=mismatch):
         load_model(tmp_path / "model")
 
 

@@ -128,11 +128,12 @@ def test_cosine_schedule_decays_the_learning_rate():
 
 
 def test_train_config_rejects_unknown_choices():
-    with pytest.raises(ValueError):
+    # pydantic's message names the key, then the allowed values and what it was given.
+    with pytest.raises(ValueError, match=r"(?s)\noptimizer\n.*'adamw' or 'sgd'.*input_value='adam'"):
         TrainConfig(optimizer="adam")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"(?s)\nlr_schedule\n.*'onecycle'.*input_value='step'"):
         TrainConfig(lr_schedule="step")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"(?s)\nprecision\n.*'32-true'.*input_value='16'"):
         TrainConfig(precision="16")
 
 

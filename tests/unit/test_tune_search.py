@@ -31,6 +31,10 @@ def model_inputs(params, cleaned_train) -> tuple[ModelInputs, object, object]:
     return ModelInputs.of(preprocessor, labels), preprocessor, labels
 
 
+def test_grid_is_every_combination():
+    assert grid({"a": [1, 2], "b": ["x"]}) == [{"a": 1, "b": "x"}, {"a": 2, "b": "x"}]
+
+
 def test_every_tunable_model_key_shapes_the_trials_model(params, model_inputs):
     """The base train section asks for no class weight, no embeddings; the trials' own keys
     must still reach the model (the search once built every trial from the base section)."""

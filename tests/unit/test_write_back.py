@@ -35,6 +35,18 @@ def _same_except_train(path: Path, keys: dict) -> None:
     assert new.train.model_dump(exclude=set(keys)) == old.train.model_dump(exclude=set(keys))
 
 
+def test_write_back_edits_train_keys_and_keeps_comments(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((PROJECT_ROOT / "params.yaml").read_text())
+    write_back(path, {"learning_rate": 0.003, "hidden_sizes": [64, 32], "lr_schedule": "cosine"})
+    text = path.read_text()
+    assert "  learning_rate: 0.003" in text and "  hidden_sizes: [64, 32]" in text
+    assert "# none | cosine | onecycle | plateau" in text, "comments survive"
+    params = load_params(path)
+    assert (params.train.learning_rate, params.train.hidden_sizes) == (0.003, [64, 32])
+    assert params.evaluate == load_params(PROJECT_ROOT / "params.yaml").evaluate
+
+
 def test_a_comment_at_column_zero_inside_train_does_not_end_the_section(tmp_path):
     # Once it did: the keys after the comment were appended again, PyYAML kept the old ones,
     # and the script still said it had written them.
@@ -91,6 +103,7 @@ def test_a_comment_after_train_colon_is_no_obstacle(tmp_path):
 
 def test_a_key_the_file_lacks_is_added_to_train(tmp_path):
     text = REAL.replace("  gradient_clip_val: 0.0               # max gradient norm; 0 = off\n", "", 1)
+    assert "gradient_clip_val" not in text, "the file must lack the key before write_back"
     path = _file(tmp_path, text)
     write_back(path, {"gradient_clip_val": 1.5})
     _same_except_train(path, {"gradient_clip_val": 1.5})
