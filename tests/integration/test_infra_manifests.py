@@ -219,6 +219,16 @@ def test_mlflow_server_uses_basic_auth_and_proxied_s3_artifacts(compose):
     assert mlflow_service["build"]["args"]["MLFLOW_VERSION"] == version("mlflow")
 
 
+def test_the_tracking_server_sends_no_usage_statistics(compose):
+    """README, "Security and privacy": the files in infra/ turn MLflow's telemetry off, the
+    MLflow server's image and compose service included."""
+    environment = compose["services"]["mlflow"]["environment"]
+    assert (environment["MLFLOW_DISABLE_TELEMETRY"], environment["DO_NOT_TRACK"]) == ("true", "1")
+    dockerfile = (STACK / "Dockerfile").read_text()
+    assert re.search(r"^ENV (?:.*\\\n)*\s*MLFLOW_DISABLE_TELEMETRY=true\b", dockerfile, re.M), "Dockerfile"
+    assert re.search(r"^ENV (?:.*\\\n)*\s*DO_NOT_TRACK=1\b", dockerfile, re.M), "Dockerfile"
+
+
 def test_compose_spec_schema(raw_text, compose):
     """Validated against the compose-spec JSON schema that check-jsonschema vendors."""
     pytest.importorskip("check_jsonschema", reason="check-jsonschema (vendors the compose-spec schema)")
