@@ -222,3 +222,21 @@ def test_thresholds_a_params_file_leaves_out_are_reported_with_their_fallbacks(p
     }
     del raw["evaluate"]["gates"]
     assert set(unset_thresholds(params_from_dict(raw).evaluate.gates)) == set(THRESHOLD_KEYS)
+
+
+def test_a_gate_at_its_fallback_threshold_says_so_in_its_check():
+    # Only min_roc_auc set: the other thresholds are the fallbacks, which pass these values.
+    result = evaluate_gates(
+        {"roc_auc": 0.91, "ece": 0.3}, {"sex": _audit(0.6, 0.1)}, GatesConfig(min_roc_auc=0.88)
+    )
+    assert result["passed"] is True
+    assert "threshold_set" not in _check(result, "roc_auc")
+    ece = _check(result, "ece")
+    assert ece["threshold_set"] is False
+    assert ece["reason"] == (
+        "ece = 0.3000 meets the requirement <= 1.0 "
+        "(evaluate.gates.max_expected_calibration_error is not set in params: fallback 1.0)"
+    )
+    parity = _check(result, "sex.demographic_parity_difference")
+    assert parity["threshold_set"] is False
+    assert "max_demographic_parity_difference is not set in params" in parity["reason"]

@@ -5,12 +5,8 @@ from __future__ import annotations
 from fairtrain.config import GROUP_GATE_METRICS, GatesConfig
 
 FAIRNESS_GATES = ("demographic_parity_difference", "equalized_odds_difference")
-THRESHOLD_KEYS = (
-    "min_roc_auc",
-    "max_demographic_parity_difference",
-    "max_equalized_odds_difference",
-    "max_expected_calibration_error",
-)
+# Every threshold of GatesConfig (its other field, champion_non_regression, is a section).
+THRESHOLD_KEYS = tuple(name for name in GatesConfig.model_fields if name.startswith(("min_", "max_")))
 
 
 def unset_thresholds(gates: GatesConfig) -> dict[str, float]:
@@ -22,7 +18,24 @@ def unset_thresholds(gates: GatesConfig) -> dict[str, float]:
 
 
 def _check(
-    name: str, value: float | None, threshold: float, higher_is_better: bool, undefined_because: str = ""
+    name: str,
+    value: float | None,
+    threshold: float,
+    higher_is_better: bool,
+    undefined_because: str = "",
+    unset_key: str | None = None,
+) -> dict:
+    """``unset_key``: the params key of a threshold the params file left out; the check and
+    its reason then say that the threshold is a fallback, not a requirement someone set."""
+    check = _measured(name, value, threshold, higher_is_better, undefined_because)
+    if unset_key is not None:
+        check["threshold_set"] = False
+        check["reason"] += f" (evaluate.gates.{unset_key} is not set in params: fallback {threshold})"
+    return check
+
+
+def _measured(
+    name: str, value: float | None, threshold: float, higher_is_better: bool, undefined_because: str
 ) -> dict:
     if value is None:
         # Fail closed: a property that cannot be measured cannot be claimed.
@@ -99,13 +112,30 @@ def evaluate_gates(
     ``fairness`` is the audit of the decisions that will be served (the mitigated ones when
     mitigation is on); ``non_regression`` is ``champion.non_regression``'s result.
     """
+    unset = unset_thresholds(gates)
+
+    def unset_key(key: str) -> str | None:
+        return key if key in unset else None
+
     limits = {
-        "demographic_parity_difference": gates.max_demographic_parity_difference,
-        "equalized_odds_difference": gates.max_equalized_odds_difference,
+        "demographic_parity_difference": "max_demographic_parity_difference",
+        "equalized_odds_difference": "max_equalized_odds_difference",
     }
     checks = [
-        _check("roc_auc", overall.get("roc_auc"), gates.min_roc_auc, higher_is_better=True),
-        _check("ece", overall.get("ece"), gates.max_expected_calibration_error, higher_is_better=False),
+        _check(
+            "roc_auc",
+            overall.get("roc_auc"),
+            gates.min_roc_auc,
+            higher_is_better=True,
+            unset_key=unset_key("min_roc_auc"),
+        ),
+        _check(
+            "ece",
+            overall.get("ece"),
+            gates.max_expected_calibration_error,
+            higher_is_better=False,
+            unset_key=unset_key("max_expected_calibration_error"),
+        ),
     ]
     for feature, audit in fairness.items():
         if not audit.get("gated", True):
@@ -116,9 +146,10 @@ def evaluate_gates(
                 _check(
                     f"{feature}.{metric}",
                     audit[metric],
-                    limits[metric],
+                    getattr(gates, limits[metric]),
                     higher_is_better=False,
                     undefined_because=why,
+                    unset_key=unset_key(limits[metric]),
                 )
             )
     if non_regression is not None:
