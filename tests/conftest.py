@@ -52,8 +52,10 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     # would be looked up in this one.
     mlflow.set_experiment("Default")
     yield uri
-    if mlflow.active_run():
-        mlflow.end_run()
-    # Also unsets $MLFLOW_TRACKING_URI; monkeypatch's undo, which runs after this teardown
-    # (this fixture depends on it), then restores the variable as it was before the test.
-    mlflow.set_tracking_uri(None)
+    try:
+        if mlflow.active_run():
+            mlflow.end_run()
+    finally:
+        # Also unsets $MLFLOW_TRACKING_URI; monkeypatch's undo, which runs after this teardown
+        # (this fixture depends on it), then restores the variable as it was before the test.
+        mlflow.set_tracking_uri(None)

@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("version", nargs="?", help="version number or alias to make champion")
     promote.add_argument("--rollback", action="store_true", help="swap champion and previous-champion")
     promote.add_argument("--force", action="store_true", help="promote even if its gates failed")
-    promote.set_defaults(run=cmd_promote)
+    promote.set_defaults(run=cmd_promote, usage_error=promote.error)
     predict = commands.add_parser("predict", parents=[common], help="score a CSV (or Parquet) of raw rows")
     predict.add_argument(
         "input", type=Path, help="CSV (.csv, .csv.gz) or Parquet file with the model's raw input columns"
@@ -347,10 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "promote" and args.rollback == (args.version is not None):
-        parser.error("promote: give either a VERSION to promote or --rollback, not both or neither")
+        # promote's own usage line and exit code 2, before any registry is touched
+        args.usage_error("give either a VERSION to promote or --rollback, not both or neither")
     try:
         if args.run is None:
             return args.local(args)

@@ -47,9 +47,11 @@ def test_champion_versions_and_compare(registry):
     assert champion.returncode == 0, champion.stderr
     info = json.loads(champion.stdout)
     assert info["version"] == "1" and "champion" in info["aliases"]
-    assert {"git_commit", "data_sha256", "params_sha256", "mlflow_run_id", "python"} <= set(info["lineage"])
+    lineage = set(info["lineage"])
+    named = {"git_commit", "data_sha256", "params_sha256", "mlflow_run_id", "python", "lightning_package"}
+    assert named <= lineage
     # The library versions the README lists as lineage are shown too.
-    assert {"version.torch", "version.ray", "version.mlflow"} <= set(info["lineage"])
+    assert {"version.torch", "version.ray", "version.mlflow"} <= lineage
     assert 0.8 < info["test_metrics"]["roc_auc"] <= 1
 
     versions = json.loads(fairtrain("versions", "--json", cwd=registry).stdout)
@@ -112,4 +114,5 @@ def test_predict_scores_a_raw_csv_and_errors_are_clear(registry, adult_raw):
     for wrong in (["promote"], ["promote", "1", "--rollback"]):  # bad usage: exit 2, as documented
         usage = fairtrain(*wrong, cwd=registry)
         assert usage.returncode == 2 and "either a VERSION" in usage.stderr
+        assert usage.stderr.startswith("usage: fairtrain promote"), usage.stderr
     assert fairtrain("no-such-command", cwd=registry).returncode == 2
