@@ -65,9 +65,19 @@ class EpochReporter(pl.Callback):
     could not (a worker node may lack the tracking server's credentials).
     """
 
-    def __init__(self, run_id: str | None, tracking_uri: str | None, samples_per_epoch: int) -> None:
+    def __init__(
+        self,
+        run_id: str | None,
+        tracking_uri: str | None,
+        samples_per_epoch: int,
+        http_settings: dict[str, str] | None = None,
+    ) -> None:
         self.run_id = run_id
         self.tracking_uri = tracking_uri
+        # The driver's bounded MLflow HTTP retries (tracking.HTTP_DEFAULTS): a worker on another
+        # node does not inherit the driver's environment, and MLflow's own defaults would keep
+        # rank 0, and the ranks waiting for it, retrying for minutes on a server it cannot reach.
+        self.http_settings = dict(http_settings or {})
         self.samples_per_epoch = samples_per_epoch
         self._client: MlflowClient | None = None
         self._started = 0.0
@@ -88,6 +98,8 @@ class EpochReporter(pl.Callback):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            for name, value in self.http_settings.items():  # the node's own settings win
+                os.environ.setdefault(name, value)
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 
@@ -119,7 +131,10 @@ class EpochReporter(pl.Callback):
 
                 self._mlflow().log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             except Exception as error:  # as for the epochs' metrics below: never lose the training
-                log.warning("cannot tag the run with where it trains: %s", error)
+                # One warning, and no retries per epoch: the driver sets these tags and logs
+                # the epochs from what rank 0 returns.
+                log.warning("stopped logging to MLflow from the worker (the run's tags): %s", error)
+                self._logging = False
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()

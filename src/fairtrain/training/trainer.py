@@ -19,6 +19,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from fairtrain.config import TrainConfig
 from fairtrain.errors import TrainingError
+from fairtrain.tracking import HTTP_DEFAULTS
 from fairtrain.training.worker import CHECKPOINT_FILE, train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def train_distributed(
         "data": ray.put({k: np.ascontiguousarray(v) for k, v in vars(data).items()}),
         "run_id": run_id,
         "tracking_uri": tracking_uri,
+        "mlflow_http_settings": {name: os.environ[name] for name in HTTP_DEFAULTS if name in os.environ},
     }
     storage = configured_storage() or storage
     scratch = None if storage else tempfile.mkdtemp(prefix="fairtrain-ray-")

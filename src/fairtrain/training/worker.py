@@ -152,7 +152,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> WorkerResult:
         len(val_set), max(batch_size, VALIDATION_BATCH_ROWS), world, rank, config["seed"], shuffle=False
     )
 
-    reporter = EpochReporter(config.get("run_id"), config.get("tracking_uri"), len(train_set))
+    reporter = EpochReporter(
+        config.get("run_id"), config.get("tracking_uri"), len(train_set), config.get("mlflow_http_settings")
+    )
     callbacks: list[pl.Callback] = [
         EarlyStopping(monitor="val_loss", mode="min", patience=config["early_stopping_patience"]),
         reporter,
