@@ -148,12 +148,18 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(
         os.kill(killed["pid"], 0)
 
     probes = _probes(probe_dir)
-    # The group that trained from epoch 0 up to the pause, one of whose workers was killed. On
-    # a loaded host Ray once also replaced a group before it ended any epoch (its placement
-    # group was removed while the controller did not answer); such a group starts at 0 as
-    # well, ends no epoch, and its start counts against max_failures like any failure.
+    # The group that trained from epoch 0 up to the pause, one of whose workers was killed.
+    # On a loaded host (another pytest beside this one) a third worker once also started at
+    # epoch 0, a rank-1 worker with no rank-0 probe beside it, while Ray's placement-group
+    # cleaner, unable to reach the controller, removed placement groups. The run still
+    # finished. Whether that group ended an epoch, and whether it came before or after the
+    # kill, was not recorded. A group like it that ended no epoch is tolerated once (one
+    # probe per rank); the resumed workers must still start after the checkpoint and the
+    # epochs must match the reference's below.
     first = [p for p in probes if p["start_epoch"] == 0 and p["epochs_done"]]
+    replaced = [p for p in probes if p["start_epoch"] == 0 and not p["epochs_done"]]
     resumed = [p for p in probes if p["start_epoch"] > 0]
+    assert len(replaced) == len({p["rank"] for p in replaced}) <= 2, replaced
     assert sorted(p["rank"] for p in first) == [0, 1] and killed["pid"] in {p["pid"] for p in first}
     assert all(p["epochs_done"] == [0, 1] for p in first), "it trained two epochs before the pause"
     assert {p["start_epoch"] for p in resumed} == {2}, "the new workers resumed after epoch 2, not at 0"
