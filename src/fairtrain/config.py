@@ -265,7 +265,8 @@ class AugmentConfig(_Section):
     # many rows as the largest one.
     group_balance: Literal["none", "label_rate", "count"] = "none"
     group_feature: str | None = None
-    # Gaussian noise on numeric features of every training row: noise_std x column std.
+    # Gaussian noise on the non-sensitive numeric features of every training row: noise_std x
+    # column std (a sensitive feature keeps its values: the audit groups by them).
     noise_std: float = Field(0.0, ge=0)
 
 

@@ -1043,7 +1043,7 @@ def test_noise_only_augmentation_claims_no_oversampling(params, recorded, loans_
     assert "Oversampling" not in card and "Resampling" not in card
     assert "minority/majority ratio" not in card and "not calibrated" not in card
     assert (
-        "Augmentation (gaussian_noise: noise 0.05 × each numeric column's standard deviation): "
+        "Augmentation (gaussian_noise: noise 0.05 × each non-sensitive numeric column's standard deviation): "
         in _section(card, "Training data")
     )
     assert (

@@ -280,7 +280,8 @@ def augmentation_summary(augment: dict, data: dict) -> dict:
             feature = settings.get("group_feature") or data["sensitive_features"][0]
             text = f"`{settings['group_balance']}` over `{feature}`"
         elif name == NOISE_STEP and settings.get("noise_std") is not None:
-            text = f"noise {_short(float(settings['noise_std']))} × each numeric column's standard deviation"
+            noise = _short(float(settings["noise_std"]))
+            text = f"noise {noise} × each non-sensitive numeric column's standard deviation"
         else:
             text = ""
         descriptions.append(f"{name}: {text}" if text else name)
