@@ -114,44 +114,27 @@ def evaluate_gates(
     """
     unset = unset_thresholds(gates)
 
-    def unset_key(key: str) -> str | None:
-        return key if key in unset else None
+    def check(name: str, value: float | None, key: str, undefined_because: str = "") -> dict:
+        """The check of ``value`` against the threshold ``evaluate.gates.<key>``."""
+        return _check(
+            name,
+            value,
+            getattr(gates, key),
+            higher_is_better=key.startswith("min_"),
+            undefined_because=undefined_because,
+            unset_key=key if key in unset else None,
+        )
 
-    limits = {
-        "demographic_parity_difference": "max_demographic_parity_difference",
-        "equalized_odds_difference": "max_equalized_odds_difference",
-    }
     checks = [
-        _check(
-            "roc_auc",
-            overall.get("roc_auc"),
-            gates.min_roc_auc,
-            higher_is_better=True,
-            unset_key=unset_key("min_roc_auc"),
-        ),
-        _check(
-            "ece",
-            overall.get("ece"),
-            gates.max_expected_calibration_error,
-            higher_is_better=False,
-            unset_key=unset_key("max_expected_calibration_error"),
-        ),
+        check("roc_auc", overall.get("roc_auc"), "min_roc_auc"),
+        check("ece", overall.get("ece"), "max_expected_calibration_error"),
     ]
     for feature, audit in fairness.items():
         if not audit.get("gated", True):
             continue
         why = _why_undefined(feature, audit)
         for metric in FAIRNESS_GATES:
-            checks.append(
-                _check(
-                    f"{feature}.{metric}",
-                    audit[metric],
-                    getattr(gates, limits[metric]),
-                    higher_is_better=False,
-                    undefined_because=why,
-                    unset_key=unset_key(limits[metric]),
-                )
-            )
+            checks.append(check(f"{feature}.{metric}", audit[metric], f"max_{metric}", why))
     if non_regression is not None:
         checks.extend(_non_regression_checks(non_regression))
     failed = [c["name"] for c in checks if not c["passed"]]
