@@ -8,8 +8,11 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import mlflow
 import pytest
@@ -106,6 +109,47 @@ def test_an_unreachable_server_fails_fast_and_names_itself(closed_port_uri, monk
         MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get(),
         MLFLOW_HTTP_REQUEST_TIMEOUT.get(),
     ) == (3, 1, 15)
+
+
+class _Unavailable(BaseHTTPRequestHandler):
+    """Answers every request 503 (a retryable status for MLflow's client) and counts them."""
+
+    requests: ClassVar[list[str]] = []
+
+    def _refuse(self) -> None:
+        type(self).requests.append(self.path)
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _refuse
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+def test_a_server_that_keeps_failing_is_asked_a_bounded_number_of_times(monkeypatch):
+    """The other half of failing fast, without a clock: the stage's one reachability request
+    is retried tracking.HTTP_DEFAULTS' 3 times, not MLflow's default 7."""
+    undo_mlflow_state_with(monkeypatch)
+    for name in tracking.HTTP_DEFAULTS:  # unset, as for a user who never heard of them
+        monkeypatch.delenv(name, raising=False)
+    _Unavailable.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(TrackingError, match=rf"tracking server at {re.escape(uri)} is not usable"):
+            tracking.configure("fairtrain")
+    finally:
+        server.shutdown()
+        server.server_close()
+        mlflow.set_tracking_uri(None)
+    retries = int(tracking.HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+    assert len(_Unavailable.requests) == 1 + retries, _Unavailable.requests
+    assert {path.split("?")[0] for path in _Unavailable.requests} == {"/api/2.0/mlflow/experiments/search"}
 
 
 def test_train_with_the_server_down_stops_before_training_and_writes_nothing(
