@@ -308,10 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--groups", action="store_true", help="include every per-group metric")
     compare.set_defaults(run=cmd_compare)
     promote = commands.add_parser("promote", parents=[common], help="promote a version or roll back")
-    promote.add_argument("version", nargs="?", help="version number or alias to make champion")
-    promote.add_argument("--rollback", action="store_true", help="swap champion and previous-champion")
+    # Exactly one of the two: argparse refuses both or neither with promote's usage, exit 2.
+    target = promote.add_mutually_exclusive_group(required=True)
+    target.add_argument("version", nargs="?", help="version number or alias to make champion")
+    target.add_argument("--rollback", action="store_true", help="swap champion and previous-champion")
     promote.add_argument("--force", action="store_true", help="promote even if its gates failed")
-    promote.set_defaults(run=cmd_promote, usage_error=promote.error)
+    promote.set_defaults(run=cmd_promote)
     predict = commands.add_parser("predict", parents=[common], help="score a CSV (or Parquet) of raw rows")
     predict.add_argument(
         "input", type=Path, help="CSV (.csv, .csv.gz) or Parquet file with the model's raw input columns"
@@ -348,9 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "promote" and args.rollback == (args.version is not None):
-        # promote's own usage line and exit code 2, before any registry is touched
-        args.usage_error("give either a VERSION to promote or --rollback, not both or neither")
     try:
         if args.run is None:
             return args.local(args)
