@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -87,6 +89,9 @@ def test_two_workers_train_one_run_with_per_epoch_metrics(
     assert val_loss == pytest.approx(summary["best_val_loss"], abs=1e-4)
     assert summary["best_val_loss"] == min(m.value for m in history)
     assert json.loads((tmp_path / "models/mlflow_run.json").read_text())["run_id"] == ref.run_id
+    # Ray's report callback saves each epoch in the temp dir first; nothing of it stays there.
+    leftovers = list(Path(tempfile.gettempdir()).glob(f"lightning_checkpoints-*{ref.run_id}*"))
+    assert leftovers == []
 
 
 def test_workers_without_the_servers_credentials_leave_nothing_missing_from_the_run(

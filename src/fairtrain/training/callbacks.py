@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,6 +217,13 @@ class AfterEpochEndHooks(pl.callbacks.Checkpoint):
 class EpochCheckpoint(AfterEpochEndHooks, RayTrainReportCallback):
     """Ray Train's Lightning report callback (the epoch's checkpoint and metrics, every epoch),
     run after every other epoch-end hook (see ``AfterEpochEndHooks``)."""
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Ray's callback saves each epoch into <temp dir>/lightning_checkpoints-<job, run name,
+        # rank>/<epoch> and deletes the epoch's folder once it is stored, but never the folder
+        # around them: every training left one empty folder per rank in /tmp, for good.
+        shutil.rmtree(self.tmpdir_prefix, ignore_errors=True)
+        super().teardown(trainer, pl_module, stage)
 
 
 class RngState(pl.Callback):
