@@ -234,6 +234,34 @@ def test_experiment_with_one_param_reruns_only_its_dependants(repo):
     assert len(client.search_model_versions("name = 'fairtrain-adult'")) == versions_before
 
 
+def test_a_misspelt_param_is_refused_and_every_output_is_kept(repo):
+    """DVC checks a stage's declared params only after deleting its non-persistent outputs:
+    before every output was `persist: true`, this left the workspace without
+    metrics/train.json and plots/train_history.json (uncached, so `dvc checkout` could not
+    bring them back either)."""
+    root, env = repo
+    params_file = root / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["train"]["lerning_rate"] = params["train"].pop("learning_rate")
+    outputs = [
+        path
+        for folder in ("metrics", "plots", "models", "reports")
+        for path in (root / folder).rglob("*")
+        if path.is_file()
+    ]
+    assert root / "metrics/train.json" in outputs and root / "reports/model_card.md" in outputs
+    before = {path: path.read_bytes() for path in outputs}
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        done = _run(["dvc", "repro"], root, env)
+    finally:
+        params_file.write_text(original)
+    assert done.returncode != 0
+    assert "train.learning_rate" in done.stderr and "missing" in done.stderr
+    assert {path: path.read_bytes() for path in outputs if path.exists()} == before
+
+
 def test_bad_input_stops_at_validate_and_keeps_earlier_results(repo, adult_raw):
     root, env = repo
     client = _client(root)

@@ -126,16 +126,28 @@ def test_the_params_key_check_finds_a_missing_key():
     assert _missing_keys({"train": {"seed": 1}}, {"train.seed", "train.max_epochs"}) == ["train.max_epochs"]
 
 
-def _uncached_outputs() -> list[str]:
-    paths = []
+def _outputs() -> dict[str, dict]:
+    """Every output of every stage (outs, metrics, plots) with its options."""
+    found = {}
     for stage in STAGES.values():
         for kind in ("outs", "metrics", "plots"):
             for entry in stage.get(kind, []):
-                if isinstance(entry, dict):
-                    (path, options), *_ = entry.items()
-                    if (options or {}).get("cache") is False:
-                        paths.append(path)
-    return paths
+                path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, None)
+                found[path] = options or {}
+    return found
+
+
+def _uncached_outputs() -> list[str]:
+    return [path for path, options in _outputs().items() if options.get("cache") is False]
+
+
+def test_dvc_deletes_no_output_before_its_stage_runs():
+    """Without `persist`, `dvc repro` deletes a stage's outputs before it runs the command,
+    and even before it checks the stage's params: a misspelt key then cost the last good
+    metrics and card (tests/e2e/test_dvc_repro.py shows it on a real repo)."""
+    outputs = _outputs()
+    assert "metrics/train.json" in outputs and "models/model" in outputs
+    assert [path for path, options in outputs.items() if options.get("persist") is not True] == []
 
 
 def test_outputs_kept_in_git_are_not_git_ignored():
