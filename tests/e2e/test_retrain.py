@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.browser import chromium_available, inspect_page
+from tests.helpers import PROJECT_ROOT
 from tests.e2e.test_dvc_repro import SAMPLE_ROWS, _run, _write_gz_csv, build_sample_repo
 
 pytestmark = pytest.mark.slow
@@ -93,6 +94,17 @@ def _retrain(project: dict, name: str, *args: str) -> tuple[subprocess.Completed
     }
     done = _run(["scripts/retrain.sh", *args, "--out", str(out)], project["clone"], env, timeout=900)
     return done, out
+
+
+@pytest.mark.parametrize("option", ["--batch", "--out"])
+def test_an_option_without_its_value_is_bad_usage(option, tmp_path):
+    """Exit 2 and the option's name, before anything is pulled or written (under `set -u` a
+    missing value was bash's "$2: unbound variable", exit 1)."""
+    script = PROJECT_ROOT / "scripts/retrain.sh"
+    done = subprocess.run(["bash", str(script), option], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr == f"retrain.sh: {option} needs a value (see --help)\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_default_remote_is_a_folder_beside_the_project(project):
