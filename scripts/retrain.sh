@@ -133,8 +133,10 @@ if os.path.exists(f"{out}/drift.json"):
     record.update(drift_reason=report["reason"], drifted_checks=report["drifted_checks"])
     lines += ["", f"Drift check: {report['reason']}."]
 if os.path.exists(f"{out}/model_card.md"):
-    which = "new" if retrained == "true" else "current"
-    lines += ["", f"Model card of the {which} model: `model_card.html` in the artifact, Markdown below."]
+    # Without a retraining the card is the workspace's: the last model the pipeline trained,
+    # which is not the champion when its promotion was refused.
+    which = "model just trained" if retrained == "true" else "last model trained (its registry status is in the card)"
+    lines += ["", f"Model card of the {which}: `model_card.html` in the artifact, Markdown below."]
 with open(f"{out}/decision.json", "w") as handle:
     json.dump(record, handle, indent=2)
 with open(f"{out}/summary.md", "w") as handle:
