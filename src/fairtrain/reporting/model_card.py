@@ -1,5 +1,6 @@
 """Build the model card from recorded outputs only: every number comes from a metrics file
-(or, for lineage and the champion comparison, from the MLflow registry the run was logged to).
+(or, for lineage and the champion comparison, from the MLflow registry the run was logged to;
+for appended batches, from the ledger ``fairtrain append-batch`` keeps beside the data file).
 
 One template gives both forms: Markdown (figures linked by relative path) and a self-contained
 HTML page (the same Markdown rendered, figures embedded as base64 data URIs, no external
@@ -418,9 +419,153 @@ def small_groups(fairness: dict) -> list[str]:
     ]
 
 
+# The threshold rule that takes ``evaluate.threshold`` as it is (config.EvaluateConfig); the
+# others (max_f1, target_precision, target_recall) tune the threshold on the validation split.
+FIXED_THRESHOLD_RULE = "fixed"
+
+
+def threshold_source(evaluation: dict) -> str:
+    """Where the decision threshold came from: fixed in params, or chosen on the validation
+    split by a rule (with its target). The card said "chosen on the validation split by the
+    rule `fixed`" while its caveats said the threshold was not tuned on validation."""
+    choice = evaluation["threshold_choice"]
+    if choice["rule"] == FIXED_THRESHOLD_RULE:
+        return "fixed in params (`evaluate.threshold_rule: fixed`), not tuned on the validation split"
+    target = f" (target {choice['target']})" if choice.get("target") is not None else ""
+    return f"chosen on the validation split by the rule `{choice['rule']}`{target}"
+
+
 def figure_markdown(figure: Figure, src: str) -> str:
     title = figure.title.replace("[", "(").replace("]", ")")
     return f"![{title}]({src})\n\n*{figure.title}.* {figure.caption}"
+
+
+def epochs_text(hyperparameters: dict) -> str:
+    """The epoch budget and early stopping. Lightning's EarlyStopping stops once val_loss has
+    not improved for ``patience`` epochs, and the first epoch always improves (on +inf): the
+    earliest stop is after epoch patience + 1. With patience >= max_epochs - 1 it cannot end
+    training before the last epoch, so "up to N epochs with early stopping" would mislead
+    (the shipped params set patience = max_epochs on purpose: one-cycle must anneal to its end)."""
+    epochs, patience = hyperparameters["max_epochs"], hyperparameters["early_stopping_patience"]
+    if patience >= epochs - 1:
+        return (
+            f"{epochs} epochs (early stopping off: with patience {patience} it cannot stop training "
+            f"before epoch {epochs})"
+        )
+    return f"up to {epochs} epochs with early stopping (patience {patience})"
+
+
+def _utc(stamp: object) -> str:
+    """A ledger time ("2026-01-05T10:00:00Z") as the card writes times; as written otherwise."""
+    try:
+        return datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ").strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return _fmt(stamp)
+
+
+def appended_batches(batches: dict | None, validation: dict, lineage: dict | None) -> dict | None:
+    """The labelled batches retraining appended to the data file, from its ledger
+    (``monitoring.batches``; the report stage reads it: ``{"ledger", "entries", "data_sha256"}``,
+    the last the data file's sha256 now). None without a ledger or with an empty one.
+
+    ``too_many``: the ledger lists more appended rows than validation read, so it describes a
+    later data file. ``registered_file``: whether the data file beside the ledger is the one
+    the version was registered with (its lineage ``data_sha256``); None when either is unknown.
+    """
+    if not batches or not batches.get("entries"):
+        return None
+    rows = [
+        {
+            "file": entry.get("file", "unnamed batch"),
+            "rows": entry.get("rows"),
+            "appended_at": _utc(entry.get("appended_at")),
+            "sha256": entry["sha256"],
+        }
+        for entry in batches["entries"]
+    ]
+    total = sum(row["rows"] for row in rows if isinstance(row["rows"], int))
+    registered = ((lineage or {}).get("tags") or {}).get("data_sha256")
+    now = batches.get("data_sha256")
+    return {
+        "ledger": batches["ledger"],
+        "rows": rows,
+        "total": total,
+        "original": validation["rows"] - total,
+        "too_many": total > validation["rows"],
+        "registered_file": None if registered is None or now is None else registered == now,
+    }
+
+
+def _unscored_reason(non_regression: dict | None, version: str) -> str:
+    """Why evaluate's rescoring of the champion on this test split is not there for ``version``
+    (as ``registry.promotion._evaluated_champion`` reads the same record)."""
+    if not non_regression:
+        return "evaluate recorded no champion comparison"
+    if non_regression.get("status") == "compared":
+        if str(non_regression.get("champion_version")) != version:
+            return f"evaluate rescored champion v{non_regression.get('champion_version')}, not v{version}"
+        return "evaluate's output predates recording the champion's overall metrics"
+    return (
+        non_regression.get("reason")
+        or f"its champion non-regression check was {non_regression.get('status')}"
+    )
+
+
+def champion_comparison_tables(
+    comparison: dict | None, registered: dict, gates: dict, evaluation: dict
+) -> dict | None:
+    """This version beside the champion register judged it against, in two tables.
+
+    ``on_split``: the metrics evaluate measured by rescoring that champion on this test split
+    (``champion_overall`` in gates.json, what register's promotion decision compares), beside
+    this version's from evaluation.json. ``own_split``: the other metrics, as each run logged
+    them; the champion's come from its own run's test split, which after a retraining on
+    appended data is another split (a promotion by +0.0003 on this split read as a 0.02 drop
+    when its old-split ROC-AUC stood beside the new one). ``same_data``: whether both versions'
+    ``data_sha256`` lineage tags agree (None when either is missing). None when there was no
+    other champion."""
+    comparison = comparison or {}
+    version = comparison.get("previous_version")
+    judged = registered.get("previous_champion")
+    if version is None and judged is not None and str(judged) != str(registered["version"]):
+        version = judged  # the registry gave no run metrics; evaluate's rescoring may be there
+    if version is None:
+        return None
+    version = str(version)
+    non_regression = gates.get("champion_non_regression")
+    overall = None
+    if (
+        non_regression
+        and non_regression.get("status") == "compared"
+        and str(non_regression.get("champion_version")) == version
+    ):
+        overall = non_regression.get("champion_overall")
+    on_split = []
+    for metric, theirs in (overall or {}).items():
+        ours = evaluation.get(metric)
+        on_split.append(
+            {
+                "metric": f"test_{metric}",
+                "this": ours,
+                "previous": theirs,
+                "difference": None if ours is None or theirs is None else ours - theirs,
+            }
+        )
+    rescored = {row["metric"] for row in on_split}
+    own_split = [row for row in comparison.get("rows") or [] if row["metric"] not in rescored]
+    if not on_split and not own_split:
+        return None
+    ours, theirs = comparison.get("data_sha256"), comparison.get("previous_data_sha256")
+    return {
+        "version": version,
+        "run_id": comparison.get("previous_run_id"),
+        "on_split": on_split,
+        "own_split": own_split,
+        "unscored": None if overall else _unscored_reason(non_regression, version),
+        "same_data": None if ours is None or theirs is None else ours == theirs,
+        "data_sha256": ours,
+        "previous_data_sha256": theirs,
+    }
 
 
 def render_model_card(
@@ -430,13 +575,15 @@ def render_model_card(
     figures: list[Figure] | None = None,
     figure_src: Callable[[Figure], str] | None = None,
     registry: dict | None = None,
+    batches: dict | None = None,
 ) -> str:
     """``recorded`` holds the parsed JSON outputs: validation, prepare, augment, train,
     evaluation, fairness, attributions, gates, mitigation, registered, run (the run reference).
     ``figures`` are placed in their sections, each shown with ``figure_src(figure)`` as its
     image source (a relative path for Markdown, a data URI for HTML). ``registry`` optionally
     holds what the MLflow registry recorded: ``lineage`` (the version's tags and creation time)
-    and ``comparison`` (this run's metrics beside the previous champion's).
+    and ``comparison`` (this run's metrics beside the previous champion's). ``batches``
+    optionally holds the data file's batch ledger (see ``appended_batches``).
 
     Only ``params.report`` (intended use, wording) comes from the current params: everything
     that describes the model comes from what its stages recorded.
@@ -448,6 +595,7 @@ def render_model_card(
     # Every input as a ``Recorded`` mapping: a key the card needs but the input lacks raises
     # MissingRecordedKey naming the input and the key (in the helpers below and the template).
     recorded = {name: as_recorded(name, value) for name, value in recorded.items()}
+    lineage = (registry or {}).get("lineage")
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         undefined=CardUndefined,
@@ -482,8 +630,17 @@ def render_model_card(
         mitigation_groups=(
             mitigation_group_column(recorded["mitigation"]) if recorded["mitigation"].get("enabled") else None
         ),
-        lineage=(registry or {}).get("lineage"),
+        lineage=lineage,
         comparison=(registry or {}).get("comparison"),
+        champion_tables=champion_comparison_tables(
+            (registry or {}).get("comparison"),
+            recorded["registered"],
+            recorded["gates"],
+            recorded["evaluation"],
+        ),
+        threshold_source=threshold_source(recorded["evaluation"]),
+        epochs=epochs_text(recorded["train"]["hyperparameters"]),
+        appended=appended_batches(batches, recorded["validation"], lineage),
         **recorded,
     )
 
@@ -532,6 +689,7 @@ def render_model_card_files(
     figures_dir: Path | None = None,
     registry: dict | None = None,
     generated_at: datetime | None = None,
+    batches: dict | None = None,
 ) -> tuple[str, str]:
     """(Markdown, HTML) of the card: the Markdown links figures relative to ``markdown_path``,
     the HTML embeds them."""
@@ -544,6 +702,7 @@ def render_model_card_files(
         figures,
         lambda f: Path(os.path.relpath(f.path.resolve(), Path(markdown_path).resolve().parent)).as_posix(),
         registry,
+        batches,
     )
-    embedded = render_model_card(params, recorded, generated_at, figures, Figure.data_uri, registry)
+    embedded = render_model_card(params, recorded, generated_at, figures, Figure.data_uri, registry, batches)
     return markdown, render_model_card_html(embedded, f"Model card: {params.report.model_name}")

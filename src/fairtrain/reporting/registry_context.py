@@ -25,12 +25,17 @@ def lineage(client: MlflowClient, name: str, version: str) -> dict | None:
 
 def champion_comparison(client: MlflowClient, registered: dict) -> dict:
     """This run's test and fairness metrics beside those of the champion it was judged against
-    (``registered["previous_champion"]``); no rows when there was none or it is this version."""
+    (``registered["previous_champion"]``); no rows when there was none or it is this version.
+
+    Each run logged its metrics on its own test split: after a retraining on appended data the
+    two splits differ. The ``data_sha256`` lineage tag of both versions (None where the
+    registry has none) lets the card say whether the data file did."""
     previous = registered.get("previous_champion")
     if previous is None or str(previous) == str(registered["version"]):
         return {"previous_version": None, "rows": []}
     try:
         other = client.get_model_version(registered["model_name"], str(previous))
+        this = client.get_model_version(registered["model_name"], str(registered["version"]))
         theirs = client.get_run(other.run_id).data.metrics
         ours = client.get_run(registered["run_id"]).data.metrics
     except MlflowException:
@@ -40,7 +45,13 @@ def champion_comparison(client: MlflowClient, registered: dict) -> dict:
         for key in sorted(set(ours) & set(theirs))
         if key.startswith(COMPARED_PREFIXES)
     ]
-    return {"previous_version": str(previous), "previous_run_id": other.run_id, "rows": rows}
+    return {
+        "previous_version": str(previous),
+        "previous_run_id": other.run_id,
+        "rows": rows,
+        "data_sha256": (this.tags or {}).get("data_sha256"),
+        "previous_data_sha256": (other.tags or {}).get("data_sha256"),
+    }
 
 
 def registry_context(client: MlflowClient, registered: dict) -> dict:
