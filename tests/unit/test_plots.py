@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn import metrics as skm
 
 from fairtrain.evaluation import plots
@@ -92,6 +93,7 @@ def test_figures_are_pngs_listed_in_the_index(tmp_path):
         bars,
         attribution,
         0.95,
+        {"rule": "max_f1", "target": None, "threshold": 0.4321},
     )
     assert json.loads((tmp_path / "index.json").read_text()) == index
     assert {entry["file"] for entry in index} == {
@@ -107,3 +109,25 @@ def test_figures_are_pngs_listed_in_the_index(tmp_path):
         assert entry["section"] in {"metrics", "quantitative_analyses", "model_examination"}
         assert (tmp_path / entry["file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([e["file"] for e in index] + ["index.json"])
+    (confusion,) = [entry for entry in index if entry["file"] == "confusion.png"]
+    assert confusion["caption"] == (
+        "Test split at the decision threshold 0.432, chosen on the validation split by the rule `max_f1`."
+    )
+
+
+@pytest.mark.parametrize(
+    ("choice", "text"),
+    [
+        (
+            {"rule": "fixed", "target": 0.5, "threshold": 0.5},
+            "the decision threshold 0.500, fixed in params (`evaluate.threshold_rule: fixed`)",
+        ),
+        (
+            {"rule": "target_recall", "target": 0.8, "threshold": 0.31234},
+            "the decision threshold 0.312, chosen on the validation split by the rule `target_recall`",
+        ),
+    ],
+)
+def test_the_confusion_caption_says_where_the_threshold_came_from(choice, text):
+    """Its caption said "chosen on validation" for every rule, the fixed one too."""
+    assert plots.threshold_text(choice) == text

@@ -211,6 +211,15 @@ def _bars_figure(records: list[dict], title: str, directory: Path, name: str) ->
     return _save(fig, directory, name)
 
 
+def threshold_text(choice: dict) -> str:
+    """The decision threshold and where it came from (``choose_threshold``'s record): the
+    ``fixed`` rule takes it from params; the others tune it on the validation split."""
+    threshold = f"the decision threshold {choice['threshold']:.3f}"
+    if choice["rule"] == "fixed":
+        return f"{threshold}, fixed in params (`evaluate.threshold_rule: fixed`)"
+    return f"{threshold}, chosen on the validation split by the rule `{choice['rule']}`"
+
+
 def write_figures(
     directory: Path,
     y_true: np.ndarray,
@@ -222,8 +231,10 @@ def write_figures(
     group_bars: list[dict],
     attribution_records: list[dict],
     level: float,
+    threshold_choice: dict,
 ) -> list[dict]:
-    """Write the PNGs and ``index.json`` into ``directory`` (which must exist); returns the index."""
+    """Write the PNGs and ``index.json`` into ``directory`` (which must exist); returns the index.
+    ``threshold_choice`` (``choose_threshold``'s record) is named in the confusion matrix's caption."""
     index = [
         {
             "file": _curve_figure("roc", y_true, proba, frame, features, directory),
@@ -247,7 +258,7 @@ def write_figures(
             "file": _confusion_figure(y_true, y_pred, class_names, directory),
             "title": "Confusion matrix",
             "section": "metrics",
-            "caption": "Test split at the decision threshold chosen on validation.",
+            "caption": f"Test split at {threshold_text(threshold_choice)}.",
         },
         {
             "file": _bars_figure(group_bars, "Metrics per group", directory, "group_metrics.png"),

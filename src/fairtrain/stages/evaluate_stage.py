@@ -301,6 +301,7 @@ def evaluate_stage(
             plot_data["group_metrics"],
             plot_data["attribution_bars"],
             settings.confidence_level,
+            choice,
         )
         timings["plots_seconds"] = time.perf_counter() - started
         overall["timings"] = {k: round(v, 3) for k, v in timings.items()}
