@@ -57,6 +57,14 @@ def test_loans_end_to_end(tmp_path, mlflow_store):
     assert set(age_groups) == set(params.dataset.bins["applicant_age"].labels)
     assert sum(g["count"] for g in age_groups.values()) == len(test)
     assert fairness["applicant_age_group"]["gated"]
+    # Each feature's disparity figures are also in evaluation.json, the file `dvc exp show`
+    # compares (fairness.json, with every group, is too big to be a DVC metric).
+    names = ("demographic_parity_difference", "equalized_odds_difference")
+    names += ("demographic_parity_ratio", "equalized_odds_ratio")
+    assert evaluation["disparities"] == {
+        feature: {name: audit[name] for name in names} for feature, audit in fairness.items()
+    }
+    assert set(evaluation["disparities"]) == {"gender", "applicant_age_group"}
 
     # Every declared feature column, the boolean and datetime ones included, reaches the
     # model and is explained (one-hot and derived slots summed back to their column).

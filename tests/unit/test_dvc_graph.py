@@ -162,3 +162,21 @@ def test_outputs_kept_in_git_are_not_git_ignored():
         ["git", "check-ignore", "--no-index", *paths], cwd=PROJECT_ROOT, capture_output=True, text=True
     )
     assert ignored.stdout.split() == [], "cache: false outputs that .gitignore hides"
+
+
+def test_the_dvc_metrics_stay_few_enough_to_compare():
+    """`dvc exp show` puts every number of every metrics file in a column of its own; with
+    the per-group fairness and per-column attribution reports among them it was 1,200
+    columns wide, every cell drawn as "…". Those are outputs; the metrics (the committed
+    files) stay a few hundred numbers at most."""
+    import json
+
+    def leaves(value) -> int:
+        return sum(map(leaves, value.values())) if isinstance(value, dict) else 1
+
+    metrics = [path for stage in STAGES.values() for entry in stage.get("metrics", []) for path in entry]
+    assert "metrics/evaluation.json" in metrics and "metrics/train.json" in metrics
+    assert not {"metrics/fairness.json", "metrics/attributions.json"} & set(metrics)
+    evaluation = json.loads((PROJECT_ROOT / "metrics/evaluation.json").read_text())
+    assert set(evaluation["disparities"]) == {"sex", "race", "sex × race"}
+    assert sum(leaves(json.loads((PROJECT_ROOT / path).read_text())) for path in metrics) < 300

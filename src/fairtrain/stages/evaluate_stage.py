@@ -51,6 +51,17 @@ OUTPUTS = (
 )
 
 
+# The four disparity figures of every sensitive feature: logged to MLflow and copied into
+# metrics/evaluation.json, whose numbers `dvc exp show` compares. fairness.json, with every
+# group's metrics and intervals (some 340 numbers), is an output, not a DVC metric.
+DISPARITIES = (
+    "demographic_parity_difference",
+    "equalized_odds_difference",
+    "demographic_parity_ratio",
+    "equalized_odds_ratio",
+)
+
+
 def _nan_if_none(value: float | None) -> float:
     # MLflow metrics are floats; an undefined metric is NaN there (null in our JSON files).
     return float("nan") if value is None else value
@@ -70,12 +81,7 @@ def run_metrics(overall: dict, fairness: dict, attributions: dict) -> dict[str, 
         for name in ("roc_auc", "accuracy", "log_loss"):
             metrics[tracking.metric_key("baseline", model, name)] = _nan_if_none(scores[name])
     for feature, audit in fairness.items():
-        for name in (
-            "demographic_parity_difference",
-            "equalized_odds_difference",
-            "demographic_parity_ratio",
-            "equalized_odds_ratio",
-        ):
+        for name in DISPARITIES:
             metrics[tracking.metric_key("fairness", feature, name)] = _nan_if_none(audit[name])
         for group, row in audit["groups"].items():
             for name, value in row.items():
@@ -193,6 +199,7 @@ def evaluate_stage(
     overall = classification_metrics(y_true, proba, threshold)
     overall["threshold_choice"] = choice
     fairness = fairness_audit(y_true, y_pred, test, schema.group_columns, settings.min_group_size, proba)
+    overall["disparities"] = {f: {name: audit[name] for name in DISPARITIES} for f, audit in fairness.items()}
     timings["metrics_seconds"] = time.perf_counter() - started
 
     if settings.bootstrap_resamples:
