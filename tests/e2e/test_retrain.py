@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from tests.browser import chromium_available, inspect_page
-from tests.helpers import PROJECT_ROOT
 from tests.e2e.test_dvc_repro import SAMPLE_ROWS, _run, _write_gz_csv, build_sample_repo
+from tests.helpers import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 BATCH_ROWS = 2000
