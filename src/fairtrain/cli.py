@@ -4,20 +4,21 @@
     fairtrain versions                 every version with its aliases and gate decision
     fairtrain compare 3 @champion      two versions' metrics and fairness side by side
     fairtrain promote 4                make version 4 champion (gates must have passed)
-    fairtrain promote --rollback       swap champion and previous-champion
+    fairtrain promote --rollback       swap champion and previous-champion (same gate rule)
     fairtrain predict rows.csv         score raw rows with the champion (or --model URI)
     fairtrain drift --batch new.csv    compare a new batch with the training reference statistics
     fairtrain append-batch new.csv     validate a batch and append it to dataset.path (for retraining)
 
-Every command takes ``--json`` for machine-readable output. Exit codes: 0 success, 1 a
-problem with the request or the registry (message on stderr), 2 bad usage; ``drift`` exits 0
-when no retraining is needed and 3 when the batch drifted enough to retrain.
+Every command takes ``--json`` (before or after it) for machine-readable output. Exit codes:
+0 success, 1 a problem with the request or the registry (message on stderr), 2 bad usage;
+``drift`` exits 0 when no retraining is needed and 3 when the batch drifted enough to retrain.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,19 @@ LINEAGE_TAGS = (
 )
 COMPARED_PREFIXES = ("test_", "fairness/", "best_val_")
 EXIT_DRIFT = 3
+# The CLI writes no pipeline outputs: tracking's advice about `dvc repro` does not apply.
+SERVER_DOWN_ADVICE = (
+    f"Check that the server runs and that ${tracking.TRACKING_URI_ENV} names it, then run the command "
+    f"again (or unset {tracking.TRACKING_URI_ENV} to use the local store instead)."
+)
+# The columns the served model returns (FairtrainModel.predict), for a model whose signature
+# does not list them.
+PREDICTION_COLUMNS = ("probability", "label")
+# The aliases in the order a user reads them; any other alias follows, sorted.
+ALIAS_ORDER = (promotion.CHAMPION, promotion.CHALLENGER, promotion.PREVIOUS_CHAMPION)
+# What the registry answers for a version, alias or model that does not exist.
+ABSENT_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+MODELS_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>[^/]+)|@(?P<alias>[^/]+))/?")
 
 
 def _model_name(args: argparse.Namespace) -> str:
@@ -61,6 +75,35 @@ def _model_name(args: argparse.Namespace) -> str:
     raise TrackingError(f"no --model-name given and no {args.params} to read register.model_name from")
 
 
+def _number_ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 4, 7] → "1-4, 7"."""
+    ranges: list[list[int]] = []
+    for number in sorted(numbers):
+        if ranges and number == ranges[-1][1] + 1:
+            ranges[-1][1] = number
+        else:
+            ranges.append([number, number])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def _what_exists(client: MlflowClient, name: str) -> str:
+    """The model's versions and aliases, for an error about one that does not exist: "it has
+    versions 1-4 and aliases champion (v2), challenger (v4)"."""
+    try:
+        numbers = [int(v.version) for v in client.search_model_versions(f"name = '{name}'")]
+        aliases = client.get_registered_model(name).aliases if numbers else {}
+    except MlflowException:
+        return "its versions could not be listed"
+    if not numbers:
+        return "it has no versions (none is registered under this name)"
+    order = {alias: i for i, alias in enumerate(ALIAS_ORDER)}
+    named = sorted(aliases.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))
+    listed = ", ".join(f"{alias} (v{number})" for alias, number in named)
+    return f"it has version{'s' if len(numbers) > 1 else ''} {_number_ranges(numbers)} and " + (
+        f"alias{'es' if len(named) > 1 else ''} {listed}" if named else "no aliases"
+    )
+
+
 def _resolve(client: MlflowClient, name: str, spec: str) -> ModelVersion:
     """A version number ("3") or an alias ("@champion" or "champion")."""
     try:
@@ -68,7 +111,9 @@ def _resolve(client: MlflowClient, name: str, spec: str) -> ModelVersion:
             return client.get_model_version(name, spec.lstrip("@"))
         return client.get_model_version_by_alias(name, spec.lstrip("@"))
     except MlflowException:
-        raise TrackingError(f"model {name!r} has no version or alias {spec!r}") from None
+        raise TrackingError(
+            f"model {name!r} has no version or alias {spec!r}; {_what_exists(client, name)}"
+        ) from None
 
 
 def _describe(client: MlflowClient, version: ModelVersion) -> dict:
@@ -154,35 +199,55 @@ def cmd_compare(args: argparse.Namespace, client: MlflowClient) -> None:
         for k in keys
     ]
     a, b = f"v{left.version}", f"v{right.version}"
-    width = max([len(r["metric"]) for r in rows] + [6])
+    # The difference in the user's own terms: `compare @champion 3` shows "3 - @champion".
+    difference = f"{args.second} - {args.first}"
+    width, last = max([len(r["metric"]) for r in rows] + [6]), max(len(difference), 8)
 
     def cell(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
     text = "\n".join(
-        [f"{'metric':<{width}}  {a:>8}  {b:>8}  {'b - a':>8}"]
+        [f"{'metric':<{width}}  {a:>8}  {b:>8}  {difference:>{last}}"]
         + [
-            f"{r['metric']:<{width}}  {cell(r['a']):>8}  {cell(r['b']):>8}  {cell(r['b_minus_a']):>8}"
+            f"{r['metric']:<{width}}  {cell(r['a']):>8}  {cell(r['b']):>8}  {cell(r['b_minus_a']):>{last}}"
             for r in rows
         ]
     )
     _emit(args, {"a": _describe(client, left), "b": _describe(client, right), "metrics": rows}, text)
 
 
+def _gates_passed(args: argparse.Namespace, name: str, target: ModelVersion, action: str) -> bool:
+    """Whether ``target`` passed its gates; refuses one that did not unless --force was given.
+    The same rule for a promotion and a rollback: rolling back to a version that was forced
+    past its gates once must not make it champion again unnoticed."""
+    if target.tags.get("gate_decision") == "passed":
+        return True
+    if not args.force:
+        summary = target.tags.get("gate_summary", "no gate record")
+        raise TrackingError(
+            f"{name} v{target.version} did not pass its gates ({summary}); use --force to {action} anyway"
+        )
+    return False
+
+
 def cmd_promote(args: argparse.Namespace, client: MlflowClient) -> None:
     name = _model_name(args)
     if args.rollback:
-        champion, demoted = promotion.rollback(client, name)
+        previous = promotion.version_by_alias(client, name, promotion.PREVIOUS_CHAMPION)
+        # Without a previous champion (or a champion) rollback() refuses, naming the alias.
+        forced = previous is not None and not _gates_passed(args, name, previous, "roll back to it")
+        champion, demoted = promotion.rollback(client, name, forced=forced)
         result = {"champion": champion, "previous_champion": demoted, "action": "rollback"}
         _emit(args, result, f"{name}: champion is now v{champion} (rolled back from v{demoted})")
         return
     target = _resolve(client, name, args.version)
-    gates_passed = target.tags.get("gate_decision") == "passed"
-    if not gates_passed and not args.force:
-        summary = target.tags.get("gate_summary", "no gate record")
-        raise TrackingError(
-            f"{name} v{target.version} did not pass its gates ({summary}); use --force to promote it anyway"
-        )
+    current = promotion.version_by_alias(client, name, promotion.CHAMPION)
+    if current is not None and str(current.version) == str(target.version):
+        # Nothing moves (make_champion leaves the aliases and tags alone): say so, gates or not.
+        result = {"champion": str(target.version), "previous_champion": None, "action": "none"}
+        _emit(args, result, f"{name}: v{target.version} is already champion; nothing changed")
+        return
+    gates_passed = _gates_passed(args, name, target, "promote it")
     # The reason says "forced" only when --force overrode something: a reviewer reads it.
     reason = "manual promotion" + ("" if gates_passed else " (forced past failed gates)")
     replaced = promotion.make_champion(client, name, str(target.version), reason)
@@ -211,23 +276,84 @@ def check_output_path(option: str, path: Path) -> None:
         )
 
 
+def check_input_file(option: str, path: Path, expected: str) -> None:
+    """Refuse an input path that is not a file, naming it as given (``option``: "--batch " or
+    "" for a positional argument)."""
+    if path.is_dir():
+        raise FairtrainError(f"{option}{path}: is a folder, not a file; expected {expected}")
+    if not path.is_file():
+        raise FairtrainError(f"{option}{path}: file not found; expected {expected}")
+
+
+def _model_columns(client: MlflowClient, uri: str) -> tuple[list[str] | None, list[str]]:
+    """The input columns the model at ``uri`` requires (None when its signature does not name
+    them) and the columns it returns, from its MLmodel file alone (no model code runs). A URI
+    that names no model is refused here, before any scoring."""
+    from mlflow.models import get_model_info
+
+    try:
+        signature = get_model_info(uri).signature
+    except MlflowException as error:
+        match = MODELS_URI.fullmatch(uri)
+        if match and error.error_code in ABSENT_CODES:
+            what = f"version {match['version']}" if match["version"] else f"alias {match['alias']!r}"
+            raise TrackingError(
+                f"{uri}: model {match['name']!r} has no {what}; {_what_exists(client, match['name'])}"
+            ) from None
+        raise TrackingError(
+            f"{uri}: cannot load the model: {error.message.strip().splitlines()[0]}"
+        ) from None
+    except Exception as error:  # a store MLflow cannot reach from here (s3:// without boto3, ...)
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        raise TrackingError(f"{uri}: cannot load the model: {type(error).__name__}: {first_line}") from None
+    if signature is None:
+        return None, list(PREDICTION_COLUMNS)
+    inputs, outputs = signature.inputs, signature.outputs
+    required = (
+        [spec.name for spec in inputs.inputs if getattr(spec, "required", True)]
+        if inputs.has_input_names()
+        else None
+    )
+    returned = outputs.input_names() if outputs is not None and outputs.has_input_names() else None
+    return required, [str(c) for c in returned or PREDICTION_COLUMNS]
+
+
 def cmd_predict(args: argparse.Namespace, client: MlflowClient) -> None:
     from fairtrain.data.loading import read_raw_table
-    from fairtrain.scoring import score_with_its_own_code
+    from fairtrain.scoring import RowsRefused, score_with_its_own_code
 
     uri = args.model or f"models:/{_model_name(args)}@{promotion.CHAMPION}"
     if args.output:  # before any scoring work
         check_output_path("--output", args.output)
-    if not args.input.is_file():
-        raise FairtrainError(f"{args.input}: file not found; expected a CSV or Parquet file of raw rows")
+    check_input_file("", args.input, "a CSV or Parquet file of raw rows")
+    required, returned = _model_columns(client, uri)
     # The pipeline's reader: every CSV cell as written ("NA", "None", "" are data, "02139"
     # keeps its zero) and left to the model's preprocessing, as in validate and prepare. Plain
     # pd.read_csv made those NaN or numbers, so the same file scored differently here.
     rows = read_raw_table(args.input)
+    if rows.empty:
+        raise FairtrainError(f"{args.input}: the file has no rows, only column names; expected rows to score")
+    # The rows go out beside the predictions (unless --json alone prints the predictions only):
+    # a second `label` column would make the output ambiguous.
+    clashing = [c for c in returned if c in rows.columns]
+    if clashing and (args.output or not args.json):
+        raise FairtrainError(
+            f"{args.input}: has column(s) {clashing}, which predict adds to the output "
+            f"({', '.join(returned)}); rename or drop them in the input"
+        )
+    # Columns the model does not use (fnlwgt, the label) are fine: raw rows are sent as they are.
+    missing = [c for c in required or [] if c not in rows.columns]
+    if missing:
+        raise FairtrainError(
+            f"{args.input}: missing column(s) {missing} that the model needs; "
+            f"it expects: {', '.join(required or [])}"
+        )
     # In a child Python: this process has imported fairtrain, so loading the model here would
     # score it with the checkout's code instead of the code it was registered with.
     try:
         predictions = score_with_its_own_code(uri, rows)
+    except RowsRefused as error:  # the rows' fault, not the model's: name the file
+        raise FairtrainError(f"{args.input}: {str(error).strip()}") from None
     except RuntimeError as error:
         raise TrackingError(f"{uri}: the model could not score the rows: {error}") from None
     scored = pd.concat([rows.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
@@ -251,6 +377,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     for option, path in (("--report", args.report), ("--html", args.html)):
         if path:
             check_output_path(option, path)
+    check_input_file("--batch ", args.batch, "a CSV or Parquet file like dataset.path")
     report = run_drift_check(load_params(args.params), args.batch, args.reference, args.report, args.html)
     text = "\n".join(
         [f"decision: {report['decision']} — {report['reason']}"]
@@ -282,7 +409,10 @@ def cmd_append_batch(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fairtrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="fairtrain",
+        # The docstring's ``literals`` are markup for Sphinx; a terminal shows plain text.
+        description=__doc__.replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--params",
@@ -292,8 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
         "and drift settings for drift and append-batch (default: params.yaml)",
     )
     parser.add_argument("--model-name", help="registered model name (default: from params)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    # Also after the command (`fairtrain versions --json`). SUPPRESS: without it there, the
+    # subcommand's default would overwrite a `fairtrain --json versions`.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("champion", parents=[common], help="show the champion and its lineage").set_defaults(
@@ -312,7 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     target = promote.add_mutually_exclusive_group(required=True)
     target.add_argument("version", nargs="?", help="version number or alias to make champion")
     target.add_argument("--rollback", action="store_true", help="swap champion and previous-champion")
-    promote.add_argument("--force", action="store_true", help="promote even if its gates failed")
+    promote.add_argument(
+        "--force", action="store_true", help="promote (or roll back to) a version even if its gates failed"
+    )
     promote.set_defaults(run=cmd_promote)
     predict = commands.add_parser("predict", parents=[common], help="score a CSV (or Parquet) of raw rows")
     predict.add_argument(
@@ -353,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.run is None:
             return args.local(args)
-        tracking.configure_client()
+        tracking.configure_client(unreachable_advice=SERVER_DOWN_ADVICE)
         args.run(args, MlflowClient())
     except FairtrainError as error:
         print(f"fairtrain {args.command}: error: {error}", file=sys.stderr)

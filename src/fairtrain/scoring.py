@@ -20,21 +20,42 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-_SCORE_SCRIPT = """
+# Exit status of the child when the model refused the rows; its message is in argv[4].
+_ROWS_REFUSED = 3
+_SCORE_SCRIPT = f"""
 import sys
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.exceptions import MlflowException
 model = mlflow.pyfunc.load_model(sys.argv[1])
-model.predict(pd.read_parquet(sys.argv[2])).to_parquet(sys.argv[3])
+try:
+    scored = model.predict(pd.read_parquet(sys.argv[2]))
+except MlflowException as error:
+    if error.error_code != "INVALID_PARAMETER_VALUE":
+        raise
+    with open(sys.argv[4], "w", encoding="utf-8") as handle:
+        handle.write(error.message)
+    sys.exit({_ROWS_REFUSED})
+scored.to_parquet(sys.argv[3])
 """
+
+
+class RowsRefused(RuntimeError):
+    """The model loaded but refused the rows (MLflow's INVALID_PARAMETER_VALUE: a column it
+    needs is missing, a value does not fit). The message is the model's whole message: the last
+    line of the child's traceback cuts a message that spans lines (MLflow's schema errors
+    print the rows) and starts with the exception's class name."""
 
 
 def score_with_its_own_code(model_uri: str, rows: pd.DataFrame) -> pd.DataFrame:
     """``rows`` scored by the model at ``model_uri`` (``models:/name/3``, ``runs:/...``, a
-    folder) in a child Python; returns the model's prediction frame. Raises RuntimeError with
-    the child's last error line when loading or scoring fails."""
+    folder) in a child Python; returns the model's prediction frame. Raises RowsRefused when
+    the model refused the rows, else RuntimeError with the child's last error line when loading
+    or scoring fails."""
     with tempfile.TemporaryDirectory(prefix="fairtrain-score-") as scratch:
         rows_path, scored_path = Path(scratch, "rows.parquet"), Path(scratch, "scored.parquet")
+        refusal_path = Path(scratch, "refused.txt")
+        paths = [str(path) for path in (rows_path, scored_path, refusal_path)]
         rows.to_parquet(rows_path, index=False)
         # The store and registry this process uses (set in code or by the environment).
         env = {
@@ -43,12 +64,19 @@ def score_with_its_own_code(model_uri: str, rows: pd.DataFrame) -> pd.DataFrame:
             "MLFLOW_REGISTRY_URI": mlflow.get_registry_uri(),
         }
         done = subprocess.run(
-            [sys.executable, "-c", _SCORE_SCRIPT, model_uri, str(rows_path), str(scored_path)],
+            [sys.executable, "-c", _SCORE_SCRIPT, model_uri, *paths],
             env=env,
             capture_output=True,
             text=True,
             check=False,
         )
+        if done.returncode == _ROWS_REFUSED and refusal_path.is_file():
+            message = refusal_path.read_text(encoding="utf-8")
+            if message.startswith("Failed to enforce schema"):
+                # MLflow's "Failed to enforce schema of data '<the rows>' with schema '<...>'.
+                # Error: <what is wrong>": only the last part says what is wrong.
+                message = message.rsplit("Error: ", 1)[-1]
+            raise RowsRefused(message)
         if done.returncode != 0:
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
             raise RuntimeError(lines[-1] if lines else f"the scoring process exited with {done.returncode}")

@@ -43,6 +43,14 @@ HTTP_DEFAULTS = {
 }
 
 
+# What a stage's user can do when the server is down. The `fairtrain` CLI writes nothing and
+# runs no stage, so it passes its own advice to `configure_client`.
+PIPELINE_RETRY_ADVICE = (
+    "Outputs already written are kept; when the server is back, rerun `dvc repro` and only "
+    f"the stages that did not finish will run (or unset {TRACKING_URI_ENV} to use the local store)."
+)
+
+
 # Where `dvc exp run --queue` / `--temp` runs each experiment: a copy of the repository in
 # <project>/.dvc/tmp/exps/<tmpXXXX> (or exps/standalone/<tmpXXXX>), deleted afterwards.
 DVC_EXPERIMENT_WORKSPACE = (".dvc", "tmp", "exps")
@@ -76,16 +84,16 @@ def resolve_tracking_uri(project_root: str | Path | None = None) -> str:
     return f"sqlite:///{root / DEFAULT_STORE_FILE}"
 
 
-def configure_client(tracking_uri: str | None = None) -> str:
+def configure_client(tracking_uri: str | None = None, unreachable_advice: str = PIPELINE_RETRY_ADVICE) -> str:
     """Point MLflow at the store with bounded HTTP retries; returns the URI. Fails clearly when
-    a tracking server does not answer."""
+    a tracking server does not answer, ending with ``unreachable_advice``."""
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
     uri = tracking_uri or resolve_tracking_uri()
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
         initialise_sqlite_store(uri)
-    ensure_reachable(uri)
+    ensure_reachable(uri, unreachable_advice)
     return uri
 
 
@@ -102,7 +110,7 @@ def initialise_sqlite_store(uri: str) -> None:
         MlflowClient(uri).search_experiments(max_results=1)
 
 
-def ensure_reachable(uri: str) -> None:
+def ensure_reachable(uri: str, advice: str = PIPELINE_RETRY_ADVICE) -> None:
     """One cheap request to a tracking server; a local SQLite store needs no check."""
     if not uri.startswith(("http://", "https://")):
         return
@@ -111,9 +119,7 @@ def ensure_reachable(uri: str) -> None:
     except Exception as error:  # requests' and MLflow's errors alike mean "not usable now"
         first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         raise TrackingError(
-            f"the MLflow tracking server at {uri} is not usable: {first_line}\n"
-            "Outputs already written are kept; when the server is back, rerun `dvc repro` and only "
-            f"the stages that did not finish will run (or unset {TRACKING_URI_ENV} to use the local store)."
+            f"the MLflow tracking server at {uri} is not usable: {first_line}\n{advice}"
         ) from None
 
 

@@ -67,6 +67,12 @@ def test_champion_versions_and_compare(registry):
     assert plain.returncode == 0, plain.stderr
     line = next(line for line in plain.stdout.splitlines() if line.startswith("test_roc_auc "))
     assert line.split()[1:] == [f"{auc['a']:.4f}", f"{auc['b']:.4f}", f"{auc['b_minus_a']:.4f}"]
+    # The difference column says what is subtracted from what, in the arguments' own terms.
+    assert plain.stdout.splitlines()[0].split() == ["metric", "v1", "v2", "2", "-", "1"]
+    swapped = fairtrain("compare", "2", "@champion", cwd=registry).stdout.splitlines()
+    assert swapped[0].split() == ["metric", "v2", "v1", "@champion", "-", "2"]
+    line = next(line for line in swapped if line.startswith("test_roc_auc "))
+    assert line.split()[-1] == f"{-auc['b_minus_a']:.4f}"
 
 
 def test_promote_refuses_failed_gates_then_force_and_rollback(registry):
@@ -86,6 +92,46 @@ def test_promote_refuses_failed_gates_then_force_and_rollback(registry):
         "1": ["champion"],
         "2": ["challenger", "previous-champion"],
     }
+
+
+def test_rollback_to_a_version_that_failed_its_gates_needs_force_as_promote_does(registry):
+    """v2 failed its gates, was forced to champion, then rolled back from: it sits at
+    previous-champion, and a second rollback would make it champion again unnoticed."""
+    assert fairtrain("promote", "2", "--force", cwd=registry).returncode == 0
+    assert fairtrain("promote", "--rollback", cwd=registry).returncode == 0  # to v1: gates passed
+
+    refused = fairtrain("promote", "--rollback", cwd=registry)
+    assert refused.returncode == 1 and refused.stdout == "" and "Traceback" not in refused.stderr
+    assert "fairtrain-adult v2 did not pass its gates (" in refused.stderr
+    assert "use --force to roll back to it anyway" in refused.stderr
+    unchanged = json.loads(fairtrain("versions", "--json", cwd=registry).stdout)
+    assert dict((v["version"], v["aliases"]) for v in unchanged) == {
+        "1": ["champion"],
+        "2": ["challenger", "previous-champion"],
+    }
+
+    forced = fairtrain("promote", "--rollback", "--force", "--json", cwd=registry)
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout) == {"champion": "2", "previous_champion": "1", "action": "rollback"}
+    assert _version_tag("fairtrain-adult", "2", "promotion") == "rollback from v1 (forced past failed gates)"
+
+
+def test_promote_lists_what_exists_and_says_when_nothing_changes(registry):
+    for wrong in ("99", "abc", "0", "-1"):
+        unknown = fairtrain("promote", wrong, cwd=registry)
+        assert unknown.returncode == 1 and "Traceback" not in unknown.stderr, unknown.stderr
+        assert (
+            f"model 'fairtrain-adult' has no version or alias '{wrong}'; it has versions 1-2 and "
+            "aliases champion (v1), challenger (v2)"
+        ) in unknown.stderr
+
+    same = fairtrain("promote", "1", cwd=registry)
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.strip() == "fairtrain-adult: v1 is already champion; nothing changed"
+    also = fairtrain("--json", "promote", "@champion", cwd=registry)  # --json before the command too
+    assert json.loads(also.stdout) == {"champion": "1", "previous_champion": None, "action": "none"}
+    versions = json.loads(fairtrain("versions", "--json", cwd=registry).stdout)
+    assert dict((v["version"], v["aliases"]) for v in versions) == {"1": ["champion"], "2": ["challenger"]}
 
 
 def test_predict_scores_a_raw_csv_and_errors_are_clear(registry, adult_raw):
@@ -108,6 +154,16 @@ def test_predict_scores_a_raw_csv_and_errors_are_clear(registry, adult_raw):
     rows.drop(columns=["age"]).to_csv(registry / "bad.csv", index=False)
     bad = fairtrain("predict", "bad.csv", cwd=registry)
     assert bad.returncode == 1 and "age" in bad.stderr
+    # Checked against the registered signature; fnlwgt, in the rows but not used, is no error.
+    assert "bad.csv: missing column(s) ['age'] that the model needs; it expects: age, workclass" in bad.stderr
+    assert "extra" not in bad.stderr and "fnlwgt" not in bad.stderr
+
+    absent = fairtrain("predict", "rows.csv", "--model", "models:/fairtrain-adult/99", cwd=registry)
+    assert absent.returncode == 1 and "could not score" not in absent.stderr  # it never loaded
+    assert (
+        "models:/fairtrain-adult/99: model 'fairtrain-adult' has no version 99; it has versions 1-2 "
+        "and aliases champion (v1), challenger (v2)"
+    ) in absent.stderr
 
     unknown = fairtrain("compare", "1", "9", cwd=registry)
     assert unknown.returncode == 1 and "no version or alias '9'" in unknown.stderr

@@ -20,10 +20,11 @@ from fairtrain.cli import main
 from fairtrain.data.loading import read_raw_table
 from fairtrain.data.preprocessing import fit_preprocessor
 from fairtrain.data.validation import clean_table
+from fairtrain.evaluation.champion import serving_rows
 from fairtrain.io import write_json
 from fairtrain.models.export import model_from_architecture, save_model
 from fairtrain.registry.pyfunc_model import MODEL_DIR, PREPROCESSOR, SERVING, FairtrainModel
-from fairtrain.registry.register import MODEL_CODE
+from fairtrain.registry.register import MODEL_CODE, raw_rows_signature
 from tests.helpers import PROJECT_ROOT, adult_sample
 
 
@@ -50,14 +51,20 @@ def artifacts(tmp_path_factory, adult_raw, project_params) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def model_path(artifacts, tmp_path_factory) -> Path:
-    """The pyfunc as the register stage logs it (models from code, fairtrain packaged)."""
+def model_path(artifacts, tmp_path_factory, adult_raw, project_params) -> Path:
+    """The pyfunc as the register stage logs it (models from code, fairtrain packaged, a
+    signature of the raw feature columns: fnlwgt and the label are not among them)."""
     path = tmp_path_factory.mktemp("pyfunc") / "model"
+    local = FairtrainModel()
+    local.load(artifacts)
+    schema = project_params.dataset
+    example = serving_rows(clean_table(adult_sample(adult_raw, 5), schema), schema)
     mlflow.pyfunc.save_model(
         str(path),
         python_model=str(MODEL_CODE),
         artifacts=artifacts,
         code_paths=[str(Path(fairtrain.__file__).parent)],
+        signature=raw_rows_signature(example, local.predict(None, example)),
     )
     return path
 
@@ -149,6 +156,80 @@ def test_predict_output_keeps_an_earlier_file_when_writing_fails(tmp_path, adult
 def test_predict_names_a_missing_input_file(tmp_path, predict):
     code, _, err = predict(str(tmp_path / "absent.csv"))
     assert code == 1 and "absent.csv" in err and "file not found" in err
+
+
+def test_predict_says_an_input_folder_is_a_folder(tmp_path, predict):
+    (tmp_path / "rows.csv").mkdir()
+    code, _, err = predict(str(tmp_path / "rows.csv"))
+    assert code == 1 and f"{tmp_path / 'rows.csv'}: is a folder, not a file" in err
+    assert "file not found" not in err
+
+
+@pytest.fixture
+def adult_rows(adult_raw) -> pd.DataFrame:
+    """Raw rows as users send them: every column of the data file (fnlwgt, which the model
+    does not use, included) but the label."""
+    return adult_sample(adult_raw, 8, seed=5).drop(columns=["income-per-year"])
+
+
+def test_predict_names_the_file_and_the_missing_columns_only(tmp_path, adult_rows, predict):
+    """MLflow's own schema error was cut to its last line, started with the rows' repr and
+    called fnlwgt, which raw rows are meant to carry, an "extra" input."""
+    adult_rows.drop(columns=["race", "sex"]).to_csv(tmp_path / "rows.csv", index=False)
+    code, out, err = predict(str(tmp_path / "rows.csv"), "--output", str(tmp_path / "scored.csv"))
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert f"{tmp_path / 'rows.csv'}: missing column(s) ['race', 'sex'] that the model needs" in err
+    assert "it expects: age, workclass, education," in err
+    assert "extra" not in err and "schema" not in err and "rows x" not in err
+    assert not (tmp_path / "scored.csv").exists()
+
+
+def test_predict_names_the_file_and_the_values_that_do_not_fit(tmp_path, adult_rows, predict):
+    adult_rows.loc[[2, 5], "age"] = "forty"
+    adult_rows.to_csv(tmp_path / "rows.csv", index=False)
+    code, _, err = predict(str(tmp_path / "rows.csv"))
+    assert code == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'rows.csv'}: column 'age': 2 value(s) are not finite numbers" in err
+    assert "['forty']" in err
+    assert "MlflowException" not in err and "mlflow.exceptions" not in err
+
+
+def test_predict_refuses_a_file_with_a_header_only(tmp_path, adult_rows, predict):
+    adult_rows.head(0).to_csv(tmp_path / "rows.csv", index=False)
+    code, out, err = predict(str(tmp_path / "rows.csv"), "--output", str(tmp_path / "scored.csv"))
+    assert (code, out) == (1, "")
+    assert f"{tmp_path / 'rows.csv'}: the file has no rows, only column names" in err
+    assert not (tmp_path / "scored.csv").exists()
+
+
+@pytest.mark.parametrize("names", [["label"], ["probability", "label"]])
+def test_predict_refuses_input_columns_named_like_its_outputs(tmp_path, adult_rows, predict, names):
+    """The scored CSV had `label` (or `probability`) twice: which one is the model's?"""
+    for name in names:
+        adult_rows[name] = "from the input"
+    adult_rows.to_csv(tmp_path / "rows.csv", index=False)
+    (tmp_path / "scored.csv").write_text("earlier result\n")
+    clashing = [name for name in ("probability", "label") if name in names]  # in the model's order
+    for output in (["--output", str(tmp_path / "scored.csv")], []):  # a file, or stdout
+        code, out, err = predict(str(tmp_path / "rows.csv"), *output)
+        assert (code, out) == (1, "")
+        assert f"{tmp_path / 'rows.csv'}: has column(s) {clashing}, which predict adds" in err
+        assert "rename or drop them" in err and "rows scored" not in err
+    assert (tmp_path / "scored.csv").read_text() == "earlier result\n"
+    # --json alone prints the predictions only: nothing clashes there.
+    code, out, err = predict(str(tmp_path / "rows.csv"), "--json")
+    assert code == 0, err
+    assert list(pd.DataFrame(json.loads(out)).columns) == ["probability", "label"]
+
+
+def test_predict_names_a_model_folder_that_is_not_a_model(mlflow_store, tmp_path, adult_rows, capsys):
+    adult_rows.to_csv(tmp_path / "rows.csv", index=False)  # mlflow_store works in tmp_path
+    (tmp_path / "empty-model").mkdir()
+    model = str(tmp_path / "empty-model")
+    code = main(["--params", str(PROJECT_ROOT / "params.yaml"), "predict", "rows.csv", "--model", model])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{tmp_path / 'empty-model'}: cannot load the model: " in err
+    assert "could not score the rows" not in err  # it never loaded
 
 
 def test_predict_scores_with_the_models_packaged_code(tmp_path, adult_raw, served, predict, monkeypatch):

@@ -86,7 +86,18 @@ def append_batch(
         )
     if not dataset_path.is_file():
         raise DataValidationError(f"{dataset_path}: file not found (dataset.path in params.yaml)")
-    recorded, digest = ledger_entries(dataset_path), file_sha256(batch_path)
+    # Before its bytes are hashed for the ledger: an absent or unreadable batch is the user's
+    # mistake, to be named, not an OSError's traceback.
+    expected = "a CSV or Parquet batch file like dataset.path"
+    if batch_path.is_dir():
+        raise DataValidationError(f"{batch_path}: is a folder, not a file; expected {expected}")
+    if not batch_path.is_file():
+        raise DataValidationError(f"{batch_path}: file not found; expected {expected}")
+    try:
+        digest = file_sha256(batch_path)
+    except OSError as error:
+        raise DataValidationError(f"{batch_path}: cannot read the batch: {error}") from None
+    recorded = ledger_entries(dataset_path)
     earlier = next((entry for entry in recorded if entry["sha256"] == digest), None)
     if earlier is not None:
         raise BatchAlreadyAppended(

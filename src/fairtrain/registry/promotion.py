@@ -175,11 +175,13 @@ def make_champion(client: MlflowClient, name: str, version: str, reason: str) ->
     return current
 
 
-def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
+def rollback(client: MlflowClient, name: str, forced: bool = False) -> tuple[str, str]:
     """Swap ``champion`` and ``previous-champion``; returns (new champion, demoted version).
 
     A swap (rather than dropping the alias) makes a rollback itself undoable with a second
-    rollback.
+    rollback. Whether the version rolled back to may be champion (its gates) is the caller's
+    check, as for a promotion; ``forced``: it failed them and the caller overrode that, which
+    the ``promotion`` tag then says.
     """
     previous = _number(version_by_alias(client, name, PREVIOUS_CHAMPION))
     current = _number(version_by_alias(client, name, CHAMPION))
@@ -187,5 +189,6 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
         raise TrackingError(f"model {name!r} has no {PREVIOUS_CHAMPION!r} version to roll back to")
     if current is None:
         raise TrackingError(f"model {name!r} has no {CHAMPION!r} to roll back from")
-    make_champion(client, name, previous, f"rollback from v{current}")
+    reason = f"rollback from v{current}" + (" (forced past failed gates)" if forced else "")
+    make_champion(client, name, previous, reason)
     return previous, current
