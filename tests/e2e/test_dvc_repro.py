@@ -3,10 +3,12 @@ Adult, then the checks a new user would make. Real DVC, real Ray, real MLflow st
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -232,6 +234,31 @@ def test_experiment_with_one_param_reruns_only_its_dependants(repo):
     assert json.loads((root / "metrics/attributions.json").read_text())["n_steps"] == 10
     # Same run, same model files: register reuses the version instead of adding one.
     assert len(client.search_model_versions("name = 'fairtrain-adult'")) == versions_before
+
+    # The README's focused comparison shows its columns with figures, not "…".
+    (command,) = [
+        line.split("  #")[0]
+        for line in (PROJECT_ROOT / "README.md").read_text().splitlines()
+        if line.startswith("dvc exp show --drop")
+    ]
+    shown = _run([*shlex.split(command), "--csv"], root, env)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    header, *rows = list(csv.reader(shown.stdout.splitlines()))
+    assert header == [
+        "Experiment",
+        "roc_auc",
+        "accuracy",
+        "ece",
+        "disparities.sex.demographic_parity_difference",
+        "train.max_epochs",
+        "train.learning_rate",
+    ]
+    workspace = rows[0]
+    evaluation = json.loads((root / "metrics/evaluation.json").read_text())
+    assert float(workspace[1]) == pytest.approx(evaluation["roc_auc"])
+    assert float(workspace[4]) == pytest.approx(
+        evaluation["disparities"]["sex"]["demographic_parity_difference"]
+    )
 
 
 def test_a_misspelt_param_is_refused_and_every_output_is_kept(repo):
