@@ -62,8 +62,6 @@ SERVER_DOWN_ADVICE = (
 PREDICTION_COLUMNS = ("probability", "label")
 # The aliases in the order a user reads them; any other alias follows, sorted.
 ALIAS_ORDER = (promotion.CHAMPION, promotion.CHALLENGER, promotion.PREVIOUS_CHAMPION)
-# What the registry answers for a version, alias or model that does not exist.
-ABSENT_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 MODELS_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>[^/]+)|@(?P<alias>[^/]+))/?")
 
 
@@ -110,7 +108,9 @@ def _resolve(client: MlflowClient, name: str, spec: str) -> ModelVersion:
         if spec.lstrip("@").isdigit():
             return client.get_model_version(name, spec.lstrip("@"))
         return client.get_model_version_by_alias(name, spec.lstrip("@"))
-    except MlflowException:
+    except MlflowException as error:
+        if error.error_code not in tracking.ABSENT_CODES:  # a server error says so itself
+            raise
         raise TrackingError(
             f"model {name!r} has no version or alias {spec!r}; {_what_exists(client, name)}"
         ) from None
@@ -216,27 +216,10 @@ def cmd_compare(args: argparse.Namespace, client: MlflowClient) -> None:
     _emit(args, {"a": _describe(client, left), "b": _describe(client, right), "metrics": rows}, text)
 
 
-def _gates_passed(args: argparse.Namespace, name: str, target: ModelVersion, action: str) -> bool:
-    """Whether ``target`` passed its gates; refuses one that did not unless --force was given.
-    The same rule for a promotion and a rollback: rolling back to a version that was forced
-    past its gates once must not make it champion again unnoticed."""
-    if target.tags.get("gate_decision") == "passed":
-        return True
-    if not args.force:
-        summary = target.tags.get("gate_summary", "no gate record")
-        raise TrackingError(
-            f"{name} v{target.version} did not pass its gates ({summary}); use --force to {action} anyway"
-        )
-    return False
-
-
 def cmd_promote(args: argparse.Namespace, client: MlflowClient) -> None:
     name = _model_name(args)
     if args.rollback:
-        previous = promotion.version_by_alias(client, name, promotion.PREVIOUS_CHAMPION)
-        # Without a previous champion (or a champion) rollback() refuses, naming the alias.
-        forced = previous is not None and not _gates_passed(args, name, previous, "roll back to it")
-        champion, demoted = promotion.rollback(client, name, forced=forced)
+        champion, demoted = promotion.rollback(client, name, force=args.force)
         result = {"champion": champion, "previous_champion": demoted, "action": "rollback"}
         _emit(args, result, f"{name}: champion is now v{champion} (rolled back from v{demoted})")
         return
@@ -247,7 +230,7 @@ def cmd_promote(args: argparse.Namespace, client: MlflowClient) -> None:
         result = {"champion": str(target.version), "previous_champion": None, "action": "none"}
         _emit(args, result, f"{name}: v{target.version} is already champion; nothing changed")
         return
-    gates_passed = _gates_passed(args, name, target, "promote it")
+    gates_passed = promotion.gates_passed(name, target, args.force, "promote it")
     # The reason says "forced" only when --force overrode something: a reviewer reads it.
     reason = "manual promotion" + ("" if gates_passed else " (forced past failed gates)")
     replaced = promotion.make_champion(client, name, str(target.version), reason)
@@ -276,30 +259,36 @@ def check_output_path(option: str, path: Path) -> None:
         )
 
 
-def check_input_file(option: str, path: Path, expected: str) -> None:
-    """Refuse an input path that is not a file, naming it as given (``option``: "--batch " or
-    "" for a positional argument)."""
-    if path.is_dir():
-        raise FairtrainError(f"{option}{path}: is a folder, not a file; expected {expected}")
-    if not path.is_file():
-        raise FairtrainError(f"{option}{path}: file not found; expected {expected}")
+def _pinned(client: MlflowClient, uri: str) -> str:
+    """``models:/name@alias`` as ``models:/name/N``: the signature is checked and the rows are
+    scored in two steps, and a promotion between them must not swap the model. Other URIs as
+    given; an alias or version that does not exist is refused with what does."""
+    match = MODELS_URI.fullmatch(uri)
+    if match is None:
+        return uri
+    try:
+        if match["alias"]:
+            version = client.get_model_version_by_alias(match["name"], match["alias"]).version
+        else:
+            version = client.get_model_version(match["name"], match["version"]).version
+    except MlflowException as error:
+        if error.error_code not in tracking.ABSENT_CODES:
+            raise
+        what = f"version {match['version']}" if match["version"] else f"alias {match['alias']!r}"
+        raise TrackingError(
+            f"{uri}: model {match['name']!r} has no {what}; {_what_exists(client, match['name'])}"
+        ) from None
+    return f"models:/{match['name']}/{version}"
 
 
-def _model_columns(client: MlflowClient, uri: str) -> tuple[list[str] | None, list[str]]:
+def _model_columns(uri: str) -> tuple[list[str] | None, list[str]]:
     """The input columns the model at ``uri`` requires (None when its signature does not name
-    them) and the columns it returns, from its MLmodel file alone (no model code runs). A URI
-    that names no model is refused here, before any scoring."""
+    them) and the columns it returns, from its MLmodel file alone (no model code runs)."""
     from mlflow.models import get_model_info
 
     try:
         signature = get_model_info(uri).signature
     except MlflowException as error:
-        match = MODELS_URI.fullmatch(uri)
-        if match and error.error_code in ABSENT_CODES:
-            what = f"version {match['version']}" if match["version"] else f"alias {match['alias']!r}"
-            raise TrackingError(
-                f"{uri}: model {match['name']!r} has no {what}; {_what_exists(client, match['name'])}"
-            ) from None
         raise TrackingError(
             f"{uri}: cannot load the model: {error.message.strip().splitlines()[0]}"
         ) from None
@@ -319,14 +308,15 @@ def _model_columns(client: MlflowClient, uri: str) -> tuple[list[str] | None, li
 
 
 def cmd_predict(args: argparse.Namespace, client: MlflowClient) -> None:
-    from fairtrain.data.loading import read_raw_table
+    from fairtrain.data.loading import read_raw_table, require_file
     from fairtrain.scoring import RowsRefused, score_with_its_own_code
 
     uri = args.model or f"models:/{_model_name(args)}@{promotion.CHAMPION}"
     if args.output:  # before any scoring work
         check_output_path("--output", args.output)
-    check_input_file("", args.input, "a CSV or Parquet file of raw rows")
-    required, returned = _model_columns(client, uri)
+    require_file(args.input, "a CSV or Parquet file of raw rows")
+    uri = _pinned(client, uri)
+    required, returned = _model_columns(uri)
     # The pipeline's reader: every CSV cell as written ("NA", "None", "" are data, "02139"
     # keeps its zero) and left to the model's preprocessing, as in validate and prepare. Plain
     # pd.read_csv made those NaN or numbers, so the same file scored differently here.
@@ -377,7 +367,6 @@ def cmd_drift(args: argparse.Namespace) -> int:
     for option, path in (("--report", args.report), ("--html", args.html)):
         if path:
             check_output_path(option, path)
-    check_input_file("--batch ", args.batch, "a CSV or Parquet file like dataset.path")
     report = run_drift_check(load_params(args.params), args.batch, args.reference, args.report, args.html)
     text = "\n".join(
         [f"decision: {report['decision']} — {report['reason']}"]
@@ -411,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairtrain",
         # The docstring's ``literals`` are markup for Sphinx; a terminal shows plain text.
-        description=__doc__.replace("``", ""),
+        description=(__doc__ or "").replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

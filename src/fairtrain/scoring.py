@@ -71,12 +71,7 @@ def score_with_its_own_code(model_uri: str, rows: pd.DataFrame) -> pd.DataFrame:
             check=False,
         )
         if done.returncode == _ROWS_REFUSED and refusal_path.is_file():
-            message = refusal_path.read_text(encoding="utf-8")
-            if message.startswith("Failed to enforce schema"):
-                # MLflow's "Failed to enforce schema of data '<the rows>' with schema '<...>'.
-                # Error: <what is wrong>": only the last part says what is wrong.
-                message = message.rsplit("Error: ", 1)[-1]
-            raise RowsRefused(message)
+            raise RowsRefused(refusal_path.read_text(encoding="utf-8"))
         if done.returncode != 0:
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
             raise RuntimeError(lines[-1] if lines else f"the scoring process exited with {done.returncode}")

@@ -226,7 +226,7 @@ def log_missing_epochs(client: MlflowClient, run_id: str, history: Iterable[Mapp
 
 # What MLflow answers, from a SQL store or through a server, when the registered model does not
 # exist (RESOURCE_DOES_NOT_EXIST) or has no such alias (INVALID_PARAMETER_VALUE).
-_ABSENT_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+ABSENT_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
 def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -236,7 +236,7 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as error:
-        if error.error_code in _ABSENT_CODES:
+        if error.error_code in ABSENT_CODES:
             return None
         # MLflow's basic-auth app answers 403 for a model that does not exist yet (its
         # permission check looks the model up first). A search lists what the user may read:

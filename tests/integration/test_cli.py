@@ -139,6 +139,8 @@ def test_predict_scores_a_raw_csv_and_errors_are_clear(registry, adult_raw):
     rows.to_csv(registry / "rows.csv", index=False)
     done = fairtrain("predict", "rows.csv", "--output", "scored.csv", cwd=registry)
     assert done.returncode == 0, done.stderr
+    # @champion (v1 here) is pinned to its version once: the signature checked is the scored one's.
+    assert "25 rows scored by models:/fairtrain-adult/1 → scored.csv" in done.stderr
     scored = pd.read_csv(registry / "scored.csv")
     assert len(scored) == 25
     assert list(scored.columns[-2:]) == ["probability", "label"]

@@ -64,9 +64,21 @@ def test_make_champion_keeps_the_previous_one_and_rollback_swaps(mlflow_store):
     assert {k: str(v) for k, v in aliases.items()} == {"champion": v2, "previous-champion": v1}
     assert "replaced by v" + v2 in client.get_model_version(NAME, v1).tags["demoted"]
 
+    # The version rolled back to needs passed gates, as a promotion does (v1 has no record).
+    with pytest.raises(TrackingError, match=f"v{v1} did not pass its gates .*--force to roll back"):
+        promotion.rollback(client, NAME)
+    assert {k: str(v) for k, v in client.get_registered_model(NAME).aliases.items()}["champion"] == v2
+    client.set_model_version_tag(NAME, v1, "gate_decision", "passed")
     assert promotion.rollback(client, NAME) == (v1, v2)
     aliases = client.get_registered_model(NAME).aliases
     assert {k: str(v) for k, v in aliases.items()} == {"champion": v1, "previous-champion": v2}
+    assert client.get_model_version(NAME, v1).tags["promotion"] == f"rollback from v{v2}"
+    # Back to v2 (no gate record either): only forced, and its tag says so.
+    assert promotion.rollback(client, NAME, force=True) == (v2, v1)
+    assert (
+        client.get_model_version(NAME, v2).tags["promotion"]
+        == f"rollback from v{v1} (forced past failed gates)"
+    )
 
 
 def test_a_later_stage_failing_keeps_the_training_run_finished(mlflow_store):

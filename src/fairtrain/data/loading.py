@@ -23,12 +23,21 @@ CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
+def require_file(path: Path, expected: str = "a CSV or Parquet file") -> None:
+    """A missing path or a folder, named as such. The readers serve dataset.path, predict's
+    input and retraining's batches alike, so the message does not guess where the path came
+    from (it said "dataset.path in params.yaml" for a --batch file)."""
+    if path.is_dir():
+        raise DataValidationError(f"{path}: is a folder, not a file; expected {expected}")
+    if not path.exists():
+        raise DataValidationError(f"{path}: file not found; expected {expected}")
+
+
 def read_raw_table(path: str | Path) -> pd.DataFrame:
     """Load a CSV or Parquet file; unreadable files raise ``DataValidationError`` naming the file."""
     path = Path(path)
     name = path.name.lower()
-    if not path.exists():
-        raise DataValidationError(f"{path}: file not found (dataset.path in params.yaml)")
+    require_file(path)
     if name.endswith(CSV_SUFFIXES):
         return _read_csv(path)
     if name.endswith(PARQUET_SUFFIXES):
@@ -75,8 +84,7 @@ def iter_raw_chunks(
     """
     path = Path(path)
     name = path.name.lower()
-    if not path.exists():
-        raise DataValidationError(f"{path}: file not found (dataset.path in params.yaml)")
+    require_file(path)
     if name.endswith(CSV_SUFFIXES):
         yield from _iter_csv(path, chunk_rows, invalid_rows if invalid_rows is not None else [])
     elif name.endswith(PARQUET_SUFFIXES):

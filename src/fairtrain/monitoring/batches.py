@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from fairtrain.config import ColumnSpec, ColumnType, DatasetConfig, ValidateConfig
 from fairtrain.data.file_check import check_file
-from fairtrain.data.loading import CSV_SUFFIXES, PARQUET_SUFFIXES, is_csv, read_raw_table
+from fairtrain.data.loading import CSV_SUFFIXES, PARQUET_SUFFIXES, is_csv, read_raw_table, require_file
 from fairtrain.data.parsing import as_text, missing_mask, parse_boolean, parse_datetime, parse_numeric
 from fairtrain.data.validation import MAX_EXAMPLES, TableValidator
 from fairtrain.errors import DataValidationError
@@ -88,11 +88,7 @@ def append_batch(
         raise DataValidationError(f"{dataset_path}: file not found (dataset.path in params.yaml)")
     # Before its bytes are hashed for the ledger: an absent or unreadable batch is the user's
     # mistake, to be named, not an OSError's traceback.
-    expected = "a CSV or Parquet batch file like dataset.path"
-    if batch_path.is_dir():
-        raise DataValidationError(f"{batch_path}: is a folder, not a file; expected {expected}")
-    if not batch_path.is_file():
-        raise DataValidationError(f"{batch_path}: file not found; expected {expected}")
+    require_file(batch_path, "a CSV or Parquet batch file like dataset.path")
     try:
         digest = file_sha256(batch_path)
     except OSError as error:

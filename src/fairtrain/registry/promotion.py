@@ -175,20 +175,35 @@ def make_champion(client: MlflowClient, name: str, version: str, reason: str) ->
     return current
 
 
-def rollback(client: MlflowClient, name: str, forced: bool = False) -> tuple[str, str]:
+def gates_passed(name: str, version: ModelVersion, force: bool, action: str) -> bool:
+    """Whether ``version`` passed its gates (its ``gate_decision`` tag); one that did not is
+    refused unless ``force``, naming ``action`` ("promote it", "roll back to it"). The one rule
+    for a manual promotion and a rollback: rolling back to a version once forced past its
+    gates must not make it champion again unnoticed."""
+    if version.tags.get("gate_decision") == "passed":
+        return True
+    if not force:
+        summary = version.tags.get("gate_summary", "no gate record")
+        raise TrackingError(
+            f"{name} v{version.version} did not pass its gates ({summary}); use --force to {action} anyway"
+        )
+    return False
+
+
+def rollback(client: MlflowClient, name: str, force: bool = False) -> tuple[str, str]:
     """Swap ``champion`` and ``previous-champion``; returns (new champion, demoted version).
 
     A swap (rather than dropping the alias) makes a rollback itself undoable with a second
-    rollback. Whether the version rolled back to may be champion (its gates) is the caller's
-    check, as for a promotion; ``forced``: it failed them and the caller overrode that, which
-    the ``promotion`` tag then says.
+    rollback. The version rolled back to must have passed its gates, as for a promotion,
+    unless ``force`` (then the ``promotion`` tag says it was forced).
     """
-    previous = _number(version_by_alias(client, name, PREVIOUS_CHAMPION))
+    previous = version_by_alias(client, name, PREVIOUS_CHAMPION)
     current = _number(version_by_alias(client, name, CHAMPION))
     if previous is None:
         raise TrackingError(f"model {name!r} has no {PREVIOUS_CHAMPION!r} version to roll back to")
     if current is None:
         raise TrackingError(f"model {name!r} has no {CHAMPION!r} to roll back from")
-    reason = f"rollback from v{current}" + (" (forced past failed gates)" if forced else "")
-    make_champion(client, name, previous, reason)
-    return previous, current
+    passed = gates_passed(name, previous, force, "roll back to it")
+    reason = f"rollback from v{current}" + ("" if passed else " (forced past failed gates)")
+    make_champion(client, name, str(previous.version), reason)
+    return str(previous.version), current
