@@ -21,7 +21,7 @@ set -euo pipefail
 batch="" force=false out="retrain-out" push=true commit=true
 # The value of option $1, which must follow it ($2): a missing one is bad usage (exit 2), not
 # bash's "unbound variable" from `set -u`.
-value() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "retrain.sh: $1 needs a value (see --help)" >&2; exit 2; }; }
+value() { [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#-}" = "$2" ] || { echo "retrain.sh: $1 needs a value (see --help)" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --batch) value "$@"; batch="$2"; shift 2 ;;

@@ -96,12 +96,14 @@ def _retrain(project: dict, name: str, *args: str) -> tuple[subprocess.Completed
     return done, out
 
 
-@pytest.mark.parametrize("option", ["--batch", "--out"])
-def test_an_option_without_its_value_is_bad_usage(option, tmp_path):
+@pytest.mark.parametrize("args", [["--batch"], ["--out"], ["--batch", "--force"]])
+def test_an_option_without_its_value_is_bad_usage(args, tmp_path):
     """Exit 2 and the option's name, before anything is pulled or written (under `set -u` a
-    missing value was bash's "$2: unbound variable", exit 1)."""
+    missing value was bash's "$2: unbound variable", exit 1; `--batch --force` took "--force"
+    for the batch)."""
+    option = args[0]
     script = PROJECT_ROOT / "scripts/retrain.sh"
-    done = subprocess.run(["bash", str(script), option], cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run(["bash", str(script), *args], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr == f"retrain.sh: {option} needs a value (see --help)\n"
     assert list(tmp_path.iterdir()) == []
@@ -173,6 +175,10 @@ def test_drifted_batch_retrains_pushes_and_publishes(project, batches):
     assert {a.path for a in client.list_artifacts(run_id, "model_card")} >= {"model_card/model_card.html"}
     card = (out / "model_card.md").read_text()
     assert run_id in card and card == (clone / "reports/model_card.md").read_text()
+    # ...and it tells the reviewer that the training data grew by this batch.
+    total = SAMPLE_ROWS + BATCH_ROWS
+    assert f"Appended batches: {BATCH_ROWS} of these {total} rows come from 1 labelled batch" in card
+    assert f"| drifted.csv.gz | {BATCH_ROWS} |" in card
     # The HTML card as a reviewer opens it: every section filled, nothing loaded from outside.
     if chromium_available():
         page = inspect_page(out / "model_card.html")

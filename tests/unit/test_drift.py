@@ -327,9 +327,20 @@ def test_the_same_batch_is_not_appended_twice(tmp_path, sample, project_params, 
         "week1.csv",
         "week2.csv",
     ]
+    # The validate stage records the ledger beside the data it read, for the model card.
+    params = project_params.model_copy(update={"validation": settings})
+    _validate_file(dataset, params, tmp_path)
+    recorded = json.loads((tmp_path / "validation.json").read_text())
+    assert recorded["rows"] == 900
+    assert recorded["appended_batches"] == json.loads(ledger_path(dataset).read_text())["batches"]
+
     ledger_path(dataset).write_text('{"batches": ["week1.csv"]}')  # edited by hand
     with pytest.raises(DataValidationError, match=r"batches.json: not a batch ledger \(TypeError"):
         append_batch(dataset, first, project_params.dataset, settings)
+    (tmp_path / "validation.json").unlink()
+    with pytest.raises(DataValidationError, match=r"batches.json: not a batch ledger"):
+        _validate_file(dataset, params, tmp_path)
+    assert not (tmp_path / "validation.json").exists()  # refused before anything was written
 
 
 def _validate_file(path, params, tmp_path):

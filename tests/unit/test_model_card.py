@@ -1296,98 +1296,31 @@ def test_registry_comparison_carries_both_data_hashes():
     assert [row["metric"] for row in comparison["rows"]] == ["test_roc_auc"]
 
 
-def _ledger_batches(entries: list[dict], data_sha256: str | None = "e" * 64) -> dict:
-    return {"ledger": "data/raw/tiny.csv.batches.json", "entries": entries, "data_sha256": data_sha256}
-
-
 WEEK_1 = {"sha256": "1" * 64, "file": "week1.csv", "rows": 300, "appended_at": "2026-01-05T10:00:00Z"}
 WEEK_2 = {"sha256": "3" * 64, "file": "week2.parquet", "rows": 100, "appended_at": "2026-01-12T09:30:00Z"}
 
 
-def test_appended_batches_are_named_in_the_training_data(params, recorded, registry):
-    registry["lineage"]["tags"]["data_sha256"] = "e" * 64
-    card = render_model_card(params, recorded, registry=registry, batches=_ledger_batches([WEEK_1, WEEK_2]))
-    section = _section(card, "Training data")
+def test_appended_batches_are_named_in_the_training_data(params, recorded):
+    recorded["validation"]["appended_batches"] = [WEEK_1, WEEK_2]
+    section = _section(render_model_card(params, recorded), "Training data")
     assert (
         "Appended batches: 400 of these 1234 rows come from 2 labelled batch file(s) appended to "
-        "`data/raw/tiny.csv` after its first 834 rows (`fairtrain append-batch`, recorded in "
-        "`data/raw/tiny.csv.batches.json`), so the training data changed" in section
+        "`data/raw/tiny.csv` after its first 834 rows (`fairtrain append-batch`, recorded in the "
+        "ledger beside the data file when validate read it), so the training data changed" in section
     )
     assert "| week1.csv | 300 | 2026-01-05 10:00 UTC | `" + "1" * 64 + "` |" in section
     assert "| week2.parquet | 100 | 2026-01-12 09:30 UTC |" in section
-    assert "The data file beside the ledger is the one this version was registered with" in section
-    # A data file changed since registration: the ledger may list batches the model never saw.
-    card = render_model_card(
-        params, recorded, registry=registry, batches=_ledger_batches([WEEK_1], data_sha256="9" * 64)
-    )
-    assert "**The data file beside the ledger is not the one this version was registered with**" in card
 
 
-def test_a_ledger_listing_more_rows_than_were_validated_is_called_later(params, recorded):
-    recorded["validation"]["rows"] = 250
-    section = _section(
-        render_model_card(params, recorded, batches=_ledger_batches([WEEK_1])), "Training data"
-    )
-    assert "lists 300 appended row(s), more than the 250 rows validated for this model**" in section
-    assert "of these 250 rows" not in section
-
-
-def test_without_a_ledger_the_training_data_is_unchanged(params, recorded):
+def test_without_appended_batches_the_training_data_is_unchanged(params, recorded):
+    """No ledger (the shipped default), an empty one, or a report from before validate
+    recorded them: the card says nothing of batches."""
     when = datetime(2026, 1, 2, tzinfo=UTC)
+    recorded["validation"].pop("appended_batches", None)
     plain = render_model_card(params, recorded, when)
     assert "Appended batches" not in plain and "append-batch" not in plain
-    assert render_model_card(params, recorded, when, batches=None) == plain
-    assert render_model_card(params, recorded, when, batches=_ledger_batches([])) == plain
-
-
-def test_report_stage_reads_the_ledger_append_batch_wrote(
-    params, recorded, stage_inputs, tmp_path, write_csv, raw_rows, monkeypatch
-):
-    """The stage finds the ledger beside the data file prepare recorded (as append-batch writes
-    it) and the card lists its batch."""
-    from contextlib import nullcontext
-
-    import fairtrain.stages.report_stage as report_module
-    from fairtrain.monitoring.batches import LEDGER_SUFFIX, append_batch
-
-    assert report_module.LEDGER_SUFFIX == LEDGER_SUFFIX  # the stage reads the ledger itself
-    dataset = write_csv(raw_rows, name="tiny.csv")
-    batch = write_csv(raw_rows[-3:], name="week1.csv")  # both labels: a batch is validated
-    assert append_batch(dataset, batch, params.dataset, params.validation) == 11
-    recorded["prepare"]["recorded"]["dataset_path"] = str(dataset)
-    recorded["validation"]["rows"] = 11
-    for name in ("prepare", "validation"):
-        stage_inputs[name].write_text(json.dumps(recorded[name]))
-    # No MLflow store: the registry has nothing, the run is not reopened.
-    monkeypatch.setattr(report_module.tracking, "configure_client", lambda: None)
-    monkeypatch.setattr(report_module, "registry_context", lambda client, registered: {})
-    monkeypatch.setattr(report_module.tracking, "resume_run", lambda *args: nullcontext())
-    monkeypatch.setattr(report_module.tracking.RunRef, "load", lambda path: None)
-    monkeypatch.setattr(report_module.mlflow, "log_text", lambda *args: None)
-    card = report_module.report_stage(params, stage_inputs, tmp_path / "card.md")
-    section = _section(card, "Training data")
-    assert "3 of these 11 rows come from 1 labelled batch file(s) appended to" in section
-    assert f"recorded in `{dataset}.batches.json`" in section
-    assert re.search(
-        r"^\| week1\.csv \| 3 \| \d{4}-\d\d-\d\d \d\d:\d\d UTC \| `[0-9a-f]{64}` \|$", section, re.M
-    )
-
-
-def test_report_stage_names_a_malformed_ledger_before_writing(
-    params, recorded, stage_inputs, tmp_path, monkeypatch
-):
-    import fairtrain.stages.report_stage as report_module
-    from fairtrain.monitoring.batches import ledger_path
-
-    dataset = tmp_path / "tiny.csv"
-    dataset.write_text("age\n1\n")
-    ledger_path(dataset).write_text('{"batches": ["week1.csv"]}')  # edited by hand
-    recorded["prepare"]["recorded"]["dataset_path"] = str(dataset)
-    stage_inputs["prepare"].write_text(json.dumps(recorded["prepare"]))
-    monkeypatch.setattr(report_module.tracking, "configure_client", lambda: None)
-    monkeypatch.setattr(report_module, "registry_context", lambda client, registered: {})
-    message = _report_error(params, stage_inputs, tmp_path)
-    assert f"{ledger_path(dataset)}: not a batch ledger" in message
+    recorded["validation"]["appended_batches"] = []
+    assert render_model_card(params, recorded, when) == plain
 
 
 @pytest.mark.parametrize(
@@ -1426,10 +1359,25 @@ def test_a_fixed_threshold_is_not_said_to_be_chosen_on_validation(params, record
 @pytest.mark.parametrize(
     ("max_epochs", "patience", "words"),
     [
-        (15, 15, "15 epochs (early stopping off: with patience 15 it cannot stop training before epoch 15)"),
-        (15, 20, "15 epochs (early stopping off: with patience 20 it cannot stop training before epoch 15)"),
+        (
+            15,
+            15,
+            "15 epochs (early stopping by patience off: with patience 15 it cannot stop training "
+            "before epoch 15; only a non-finite validation loss would)",
+        ),
+        (
+            15,
+            20,
+            "15 epochs (early stopping by patience off: with patience 20 it cannot stop training "
+            "before epoch 15; only a non-finite validation loss would)",
+        ),
         # the first epoch always improves: the earliest stop is after epoch patience + 1 = 15
-        (15, 14, "15 epochs (early stopping off: with patience 14 it cannot stop training before epoch 15)"),
+        (
+            15,
+            14,
+            "15 epochs (early stopping by patience off: with patience 14 it cannot stop training "
+            "before epoch 15; only a non-finite validation loss would)",
+        ),
         (15, 13, "up to 15 epochs with early stopping (patience 13)"),
         (9, 2, "up to 9 epochs with early stopping (patience 2)"),
     ],

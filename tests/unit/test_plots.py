@@ -124,7 +124,8 @@ def test_figures_are_pngs_listed_in_the_index(tmp_path):
         ),
         (
             {"rule": "target_recall", "target": 0.8, "threshold": 0.31234},
-            "the decision threshold 0.312, chosen on the validation split by the rule `target_recall`",
+            "the decision threshold 0.312, chosen on the validation split by the rule "
+            "`target_recall` (target 0.8)",
         ),
     ],
 )

@@ -217,7 +217,8 @@ def threshold_text(choice: dict) -> str:
     threshold = f"the decision threshold {choice['threshold']:.3f}"
     if choice["rule"] == "fixed":
         return f"{threshold}, fixed in params (`evaluate.threshold_rule: fixed`)"
-    return f"{threshold}, chosen on the validation split by the rule `{choice['rule']}`"
+    target = f" (target {choice['target']})" if choice.get("target") is not None else ""
+    return f"{threshold}, chosen on the validation split by the rule `{choice['rule']}`{target}"
 
 
 def write_figures(

@@ -17,46 +17,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fairtrain.config import ColumnSpec, ColumnType, DatasetConfig, ValidateConfig
+from fairtrain.data.batch_ledger import ledger_entries, ledger_path
 from fairtrain.data.file_check import check_file
 from fairtrain.data.loading import CSV_SUFFIXES, PARQUET_SUFFIXES, is_csv, read_raw_table, require_file
 from fairtrain.data.parsing import as_text, missing_mask, parse_boolean, parse_datetime, parse_numeric
 from fairtrain.data.validation import MAX_EXAMPLES, TableValidator
 from fairtrain.errors import DataValidationError
-from fairtrain.io import file_sha256, json_text, read_json, replaced_together
+from fairtrain.io import file_sha256, json_text, replaced_together
 from fairtrain.monitoring.drift import load_batch
 
 log = logging.getLogger(__name__)
 
 _INTEGER = re.compile(r"[+-]?\d+")
 _INTEGER_WITH_POINT = re.compile(r"[+-]?\d+\.0+")
-
-
-# Beside the dataset (data/raw/adult.csv.gz → data/raw/adult.csv.gz.batches.json): which
-# batch files were appended to it, so the same batch is not appended twice (a retraining rerun
-# after a failed `dvc repro`, a forced rerun, a batch delivered again).
-LEDGER_SUFFIX = ".batches.json"
-
-
-def ledger_path(dataset_path: str | Path) -> Path:
-    dataset_path = Path(dataset_path)
-    return dataset_path.with_name(dataset_path.name + LEDGER_SUFFIX)
-
-
-def ledger_entries(dataset_path: str | Path) -> list[dict]:
-    """The batches appended to the dataset so far (none without a ledger)."""
-    ledger = ledger_path(dataset_path)
-    if not ledger.is_file():
-        return []
-    try:
-        entries = read_json(ledger)["batches"]
-        if not all(isinstance(entry, dict) and "sha256" in entry for entry in entries):
-            raise TypeError("an entry is not an object with its sha256")
-    except (ValueError, KeyError, TypeError) as error:  # a hand-edited or foreign file
-        raise DataValidationError(
-            f"{ledger}: not a batch ledger ({type(error).__name__}: {error}); expected the JSON "
-            "that append-batch writes"
-        ) from None
-    return entries
 
 
 def append_batch(

@@ -1,6 +1,5 @@
 """Build the model card from recorded outputs only: every number comes from a metrics file
-(or, for lineage and the champion comparison, from the MLflow registry the run was logged to;
-for appended batches, from the ledger ``fairtrain append-batch`` keeps beside the data file).
+(or, for lineage and the champion comparison, from the MLflow registry the run was logged to).
 
 One template gives both forms: Markdown (figures linked by relative path) and a self-contained
 HTML page (the same Markdown rendered, figures embedded as base64 data URIs, no external
@@ -448,9 +447,10 @@ def epochs_text(hyperparameters: dict) -> str:
     (the shipped params set patience = max_epochs on purpose: one-cycle must anneal to its end)."""
     epochs, patience = hyperparameters["max_epochs"], hyperparameters["early_stopping_patience"]
     if patience >= epochs - 1:
+        # EarlyStopping still stops at once on a non-finite val_loss (check_finite).
         return (
-            f"{epochs} epochs (early stopping off: with patience {patience} it cannot stop training "
-            f"before epoch {epochs})"
+            f"{epochs} epochs (early stopping by patience off: with patience {patience} it cannot "
+            f"stop training before epoch {epochs}; only a non-finite validation loss would)"
         )
     return f"up to {epochs} epochs with early stopping (patience {patience})"
 
@@ -463,16 +463,12 @@ def _utc(stamp: object) -> str:
         return _fmt(stamp)
 
 
-def appended_batches(batches: dict | None, validation: dict, lineage: dict | None) -> dict | None:
-    """The labelled batches retraining appended to the data file, from its ledger
-    (``monitoring.batches``; the report stage reads it: ``{"ledger", "entries", "data_sha256"}``,
-    the last the data file's sha256 now). None without a ledger or with an empty one.
-
-    ``too_many``: the ledger lists more appended rows than validation read, so it describes a
-    later data file. ``registered_file``: whether the data file beside the ledger is the one
-    the version was registered with (its lineage ``data_sha256``); None when either is unknown.
-    """
-    if not batches or not batches.get("entries"):
+def appended_batches(validation: dict) -> dict | None:
+    """The labelled batches retraining appended to the data file before validate read it (the
+    ledger validate recorded as ``appended_batches``); None when there were none, or for a
+    report written before validate recorded them."""
+    entries = validation.get("appended_batches") or []
+    if not entries:
         return None
     rows = [
         {
@@ -481,19 +477,10 @@ def appended_batches(batches: dict | None, validation: dict, lineage: dict | Non
             "appended_at": _utc(entry.get("appended_at")),
             "sha256": entry["sha256"],
         }
-        for entry in batches["entries"]
+        for entry in entries
     ]
     total = sum(row["rows"] for row in rows if isinstance(row["rows"], int))
-    registered = ((lineage or {}).get("tags") or {}).get("data_sha256")
-    now = batches.get("data_sha256")
-    return {
-        "ledger": batches["ledger"],
-        "rows": rows,
-        "total": total,
-        "original": validation["rows"] - total,
-        "too_many": total > validation["rows"],
-        "registered_file": None if registered is None or now is None else registered == now,
-    }
+    return {"rows": rows, "total": total, "original": validation["rows"] - total}
 
 
 def _unscored_reason(non_regression: dict | None, version: str) -> str:
@@ -575,15 +562,13 @@ def render_model_card(
     figures: list[Figure] | None = None,
     figure_src: Callable[[Figure], str] | None = None,
     registry: dict | None = None,
-    batches: dict | None = None,
 ) -> str:
     """``recorded`` holds the parsed JSON outputs: validation, prepare, augment, train,
     evaluation, fairness, attributions, gates, mitigation, registered, run (the run reference).
     ``figures`` are placed in their sections, each shown with ``figure_src(figure)`` as its
     image source (a relative path for Markdown, a data URI for HTML). ``registry`` optionally
     holds what the MLflow registry recorded: ``lineage`` (the version's tags and creation time)
-    and ``comparison`` (this run's metrics beside the previous champion's). ``batches``
-    optionally holds the data file's batch ledger (see ``appended_batches``).
+    and ``comparison`` (this run's metrics beside the previous champion's).
 
     Only ``params.report`` (intended use, wording) comes from the current params: everything
     that describes the model comes from what its stages recorded.
@@ -595,7 +580,6 @@ def render_model_card(
     # Every input as a ``Recorded`` mapping: a key the card needs but the input lacks raises
     # MissingRecordedKey naming the input and the key (in the helpers below and the template).
     recorded = {name: as_recorded(name, value) for name, value in recorded.items()}
-    lineage = (registry or {}).get("lineage")
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         undefined=CardUndefined,
@@ -630,7 +614,7 @@ def render_model_card(
         mitigation_groups=(
             mitigation_group_column(recorded["mitigation"]) if recorded["mitigation"].get("enabled") else None
         ),
-        lineage=lineage,
+        lineage=(registry or {}).get("lineage"),
         comparison=(registry or {}).get("comparison"),
         champion_tables=champion_comparison_tables(
             (registry or {}).get("comparison"),
@@ -640,7 +624,7 @@ def render_model_card(
         ),
         threshold_source=threshold_source(recorded["evaluation"]),
         epochs=epochs_text(recorded["train"]["hyperparameters"]),
-        appended=appended_batches(batches, recorded["validation"], lineage),
+        appended=appended_batches(recorded["validation"]),
         **recorded,
     )
 
@@ -689,7 +673,6 @@ def render_model_card_files(
     figures_dir: Path | None = None,
     registry: dict | None = None,
     generated_at: datetime | None = None,
-    batches: dict | None = None,
 ) -> tuple[str, str]:
     """(Markdown, HTML) of the card: the Markdown links figures relative to ``markdown_path``,
     the HTML embeds them."""
@@ -702,7 +685,6 @@ def render_model_card_files(
         figures,
         lambda f: Path(os.path.relpath(f.path.resolve(), Path(markdown_path).resolve().parent)).as_posix(),
         registry,
-        batches,
     )
-    embedded = render_model_card(params, recorded, generated_at, figures, Figure.data_uri, registry, batches)
+    embedded = render_model_card(params, recorded, generated_at, figures, Figure.data_uri, registry)
     return markdown, render_model_card_html(embedded, f"Model card: {params.report.model_name}")

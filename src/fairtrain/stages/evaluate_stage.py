@@ -52,8 +52,9 @@ OUTPUTS = (
 
 
 # The four disparity figures of every sensitive feature: logged to MLflow and copied into
-# metrics/evaluation.json, whose numbers `dvc exp show` compares. fairness.json, with every
-# group's metrics and intervals (some 340 numbers), is an output, not a DVC metric.
+# metrics/evaluation.json, whose numbers `dvc exp show` compares (`disparities` at the
+# threshold; with mitigation on, also `served_disparities`, of the decisions served and gated).
+# fairness.json and mitigation.json, with every group's figures, are outputs, not DVC metrics.
 DISPARITIES = (
     "demographic_parity_difference",
     "equalized_odds_difference",
@@ -262,6 +263,10 @@ def evaluate_stage(
         params, model, preprocessor, val, y_val, test, y_true, proba, y_pred, threshold, fairness
     )
     timings["mitigation_seconds"] = time.perf_counter() - started
+    if mitigation["enabled"]:  # the decisions served and gated: what an experiment compares
+        overall["served_disparities"] = {
+            f: {name: audit[name] for name in DISPARITIES} for f, audit in gate_fairness.items()
+        }
 
     started = time.perf_counter()
     nonreg = settings.gates.champion_non_regression

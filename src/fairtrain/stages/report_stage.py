@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from fairtrain import tracking
 from fairtrain.config import Params
 from fairtrain.errors import FairtrainError
-from fairtrain.io import file_sha256, read_json, read_stage_output, write_text
+from fairtrain.io import read_stage_output, write_text
 from fairtrain.reporting.model_card import render_model_card_files
 from fairtrain.reporting.recorded import MissingRecordedKey, as_recorded
 from fairtrain.reporting.registry_context import registry_context
@@ -71,40 +71,6 @@ def read_recorded(name: str, path: Path | None) -> dict:
     return read_stage_output(path, WRITTEN_BY[name], what=name, error=FairtrainError)
 
 
-# The ledger `fairtrain append-batch` keeps beside the data file (monitoring/batches.py:
-# LEDGER_SUFFIX, {"dataset", "batches": [{"sha256", "file", "rows", "appended_at"}]}). Read here
-# rather than through that module, which would bring the data-validation code into this
-# stage's code (dvc.yaml deps); the report tests read a ledger append_batch really wrote.
-LEDGER_SUFFIX = ".batches.json"
-
-
-def appended_batches_ledger(dataset_path: str | Path) -> dict | None:
-    """The batch ledger beside the data file (what retraining appended to it), for the card's
-    training data section, with the data file's sha256 now (the card checks it against the
-    version's ``data_sha256``); None when no batch was ever appended. A path recorded relative
-    is read from the working directory, as every stage reads it."""
-    dataset_path = Path(dataset_path)
-    ledger = dataset_path.with_name(dataset_path.name + LEDGER_SUFFIX)
-    if not ledger.is_file():
-        return None
-    try:
-        entries = read_json(ledger)["batches"]
-        if not all(isinstance(entry, dict) and "sha256" in entry for entry in entries):
-            raise TypeError("an entry is not an object with its sha256")
-    except (ValueError, KeyError, TypeError) as error:  # a hand-edited or foreign file
-        raise FairtrainError(
-            f"{ledger}: not a batch ledger ({type(error).__name__}: {error}); expected the JSON "
-            "that append-batch writes"
-        ) from None
-    if not entries:
-        return None
-    return {
-        "ledger": str(ledger),
-        "entries": entries,
-        "data_sha256": file_sha256(dataset_path) if dataset_path.is_file() else None,
-    }
-
-
 @contextmanager
 def _naming_inputs(inputs: dict[str, Path | None]) -> Iterator[None]:
     """Turn a key missing from a recorded input into an error naming its file and stage."""
@@ -142,11 +108,7 @@ def report_stage(
     with _naming_inputs(inputs):
         tracking.configure_client()  # the registry's record of the version, from the run's store
         context = registry_context(MlflowClient(), recorded["registered"])
-        # The data file prepare read (not the current params'): the card describes that data.
-        batches = appended_batches_ledger(recorded["prepare"]["recorded"]["dataset_path"])
-        card, page = render_model_card_files(
-            params, recorded, output_path, figures_dir, context, batches=batches
-        )
+        card, page = render_model_card_files(params, recorded, output_path, figures_dir, context)
     with tracking.resume_run(tracking.RunRef.load(inputs["run"]), "report"):
         mlflow.log_text(card, f"model_card/{output_path.name}")
         if html_path is not None:

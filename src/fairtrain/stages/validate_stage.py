@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fairtrain.config import ColumnType, DatasetConfig, Params
+from fairtrain.data.batch_ledger import ledger_entries
 from fairtrain.data.file_check import check_file
 from fairtrain.data.loading import is_csv
 from fairtrain.data.validation import Problem, TableValidator, ValidationReport
@@ -47,6 +48,10 @@ def validate_stage(
     disk; the validated Parquet is only renamed into place when every check passed.
     """
     schema, settings = params.dataset, params.validation
+    # The batches retraining appended to this file (their ledger sits beside it), recorded with
+    # the report so the model card can say which rows came from them. Read first: a malformed
+    # ledger is refused before anything is written.
+    appended = ledger_entries(raw_path)
     validator = TableValidator(
         schema,
         str(raw_path),
@@ -65,7 +70,7 @@ def validate_stage(
                     writer.write_table(table)
 
                 report = check_file(validator, raw_path, settings.chunk_rows, on_cleaned=stream)
-            _write_report(report, report_path)
+            _write_report(report, report_path, appended)
             report_written = True
             if not report.passed:
                 raise DataValidationError(report.summary())
@@ -76,7 +81,7 @@ def validate_stage(
             # (or the validated table never reached its place), so the report on disk must say
             # failed and why, never "passed".
             validator.add_error(aborted_problem(error))
-            _write_report(validator.finish(), report_path)
+            _write_report(validator.finish(), report_path, appended)
         raise
     for warning in report.warnings:
         log.warning("%s", warning.describe())
@@ -98,6 +103,6 @@ def aborted_problem(error: BaseException) -> Problem:
     )
 
 
-def _write_report(report: ValidationReport, report_path: Path) -> None:
-    write_json(report_path, report.to_dict())
+def _write_report(report: ValidationReport, report_path: Path, appended: list[dict]) -> None:
+    write_json(report_path, {**report.to_dict(), "appended_batches": appended})
     write_text(summary_path_for(report_path), report.summary() + "\n")

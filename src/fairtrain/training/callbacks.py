@@ -225,6 +225,13 @@ class EpochCheckpoint(AfterEpochEndHooks, RayTrainReportCallback):
         shutil.rmtree(self.tmpdir_prefix, ignore_errors=True)
         super().teardown(trainer, pl_module, stage)
 
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        # A failing fit calls this, not teardown; the folder may then hold a whole checkpoint.
+        shutil.rmtree(self.tmpdir_prefix, ignore_errors=True)
+        super().on_exception(trainer, pl_module, exception)
+
 
 class RngState(pl.Callback):
     """Puts torch's random state (dropout masks; the shard order is a function of seed and
