@@ -4,6 +4,7 @@ isolated MLflow stores. Nothing here reaches beyond loopback."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -59,3 +60,22 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         # Also unsets $MLFLOW_TRACKING_URI; monkeypatch's undo, which runs after this teardown
         # (this fixture depends on it), then restores the variable as it was before the test.
         mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def closed_port_uri(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A tracking URI on loopback where nothing listens, exported as MLFLOW_TRACKING_URI.
+    Afterwards MLflow's tracking URI is reset and monkeypatch restores the environment, the
+    HTTP retry settings the stages set included."""
+    import socket
+
+    import mlflow
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    undo_mlflow_state_with(monkeypatch)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    yield uri
+    mlflow.set_tracking_uri(None)

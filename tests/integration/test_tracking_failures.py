@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -52,21 +51,6 @@ WRITER = textwrap.dedent("""
         version = client.create_model_version("concurrent", f"runs:/{run.info.run_id}/model", run.info.run_id)
         client.set_registered_model_alias("concurrent", "challenger", version.version)
 """)
-
-
-@pytest.fixture
-def closed_port_uri(monkeypatch) -> Iterator[str]:
-    """A tracking URI on loopback where nothing listens. The stages point MLflow at it
-    (``tracking.configure_client``); afterwards MLflow's tracking URI is reset and monkeypatch
-    restores the environment, the HTTP retry settings the stages set included."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
-    undo_mlflow_state_with(monkeypatch)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    yield uri
-    mlflow.set_tracking_uri(None)
 
 
 def test_pipelines_starting_together_on_a_fresh_sqlite_store_all_succeed(tmp_path):

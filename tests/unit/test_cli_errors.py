@@ -4,18 +4,15 @@ input paths that are not files, a tracking server that is down."""
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow
 import pytest
 import yaml
 
 from fairtrain import tracking
 from fairtrain.cli import main
 from fairtrain.errors import TrackingError
-from tests.helpers import PROJECT_ROOT, undo_mlflow_state_with
+from tests.helpers import PROJECT_ROOT
 
 PARAMS = str(PROJECT_ROOT / "params.yaml")
 
@@ -53,22 +50,10 @@ def test_json_goes_before_or_after_the_command(mlflow_store, cli):
     assert code == 0 and out.strip() == "model 'nothing-yet' has no versions"  # text without it
 
 
-@pytest.fixture
-def closed_port_uri(monkeypatch) -> Iterator[str]:
-    """A tracking URI on loopback where nothing listens, with no retries (a refusal is final).
-    Afterwards MLflow's tracking URI is reset and the environment restored."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
-    undo_mlflow_state_with(monkeypatch)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    yield uri
-    mlflow.set_tracking_uri(None)
-
-
-def test_a_server_that_is_down_gets_advice_for_the_cli_not_for_the_pipeline(closed_port_uri, cli):
+def test_a_server_that_is_down_gets_advice_for_the_cli_not_for_the_pipeline(
+    closed_port_uri, cli, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a refusal is final
     code, out, err = cli("--model-name", "m", "champion")
     assert code == 1 and out == "" and "Traceback" not in err
     assert f"the MLflow tracking server at {closed_port_uri} is not usable" in err
