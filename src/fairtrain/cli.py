@@ -331,7 +331,7 @@ def cmd_predict(args: argparse.Namespace, client: MlflowClient) -> None:
             f"{args.input}: has column(s) {clashing}, which predict adds to the output "
             f"({', '.join(returned)}); rename or drop them in the input"
         )
-    # Columns the model does not use (fnlwgt, the label) are fine: raw rows are sent as they are.
+    # Columns the model does not use (dropped ones, the label) are fine: raw rows go as they are.
     missing = [c for c in required or [] if c not in rows.columns]
     if missing:
         raise FairtrainError(
@@ -361,12 +361,16 @@ def cmd_predict(args: argparse.Namespace, client: MlflowClient) -> None:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
+    from fairtrain.data.loading import require_file
     from fairtrain.monitoring.drift import RETRAIN
     from fairtrain.monitoring.drift_report import run_drift_check
 
     for option, path in (("--report", args.report), ("--html", args.html)):
         if path:
             check_output_path(option, path)
+    # The batch the user named is checked first: a missing reference (a fresh clone before
+    # `dvc pull`) would otherwise be reported instead.
+    require_file(args.batch, "a CSV or Parquet file like dataset.path")
     report = run_drift_check(load_params(args.params), args.batch, args.reference, args.report, args.html)
     text = "\n".join(
         [f"decision: {report['decision']} — {report['reason']}"]

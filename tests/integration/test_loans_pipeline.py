@@ -64,7 +64,7 @@ def test_loans_end_to_end(tmp_path, mlflow_store):
     assert evaluation["disparities"] == {
         feature: {name: audit[name] for name in names} for feature, audit in fairness.items()
     }
-    assert set(evaluation["disparities"]) == {"gender", "applicant_age_group"}
+    assert {"gender", "applicant_age_group"} <= set(evaluation["disparities"])
 
     # Every declared feature column, the boolean and datetime ones included, reaches the
     # model and is explained (one-hot and derived slots summed back to their column).
