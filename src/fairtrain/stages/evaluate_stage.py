@@ -63,6 +63,11 @@ DISPARITIES = (
 )
 
 
+def _disparities(audit: dict) -> dict:
+    """Each feature's four disparity figures (``DISPARITIES``) from a fairness audit."""
+    return {feature: {name: row[name] for name in DISPARITIES} for feature, row in audit.items()}
+
+
 def _nan_if_none(value: float | None) -> float:
     # MLflow metrics are floats; an undefined metric is NaN there (null in our JSON files).
     return float("nan") if value is None else value
@@ -200,7 +205,7 @@ def evaluate_stage(
     overall = classification_metrics(y_true, proba, threshold)
     overall["threshold_choice"] = choice
     fairness = fairness_audit(y_true, y_pred, test, schema.group_columns, settings.min_group_size, proba)
-    overall["disparities"] = {f: {name: audit[name] for name in DISPARITIES} for f, audit in fairness.items()}
+    overall["disparities"] = _disparities(fairness)
     timings["metrics_seconds"] = time.perf_counter() - started
 
     if settings.bootstrap_resamples:
@@ -264,9 +269,7 @@ def evaluate_stage(
     )
     timings["mitigation_seconds"] = time.perf_counter() - started
     if mitigation["enabled"]:  # the decisions served and gated: what an experiment compares
-        overall["served_disparities"] = {
-            f: {name: audit[name] for name in DISPARITIES} for f, audit in gate_fairness.items()
-        }
+        overall["served_disparities"] = _disparities(gate_fairness)
 
     started = time.perf_counter()
     nonreg = settings.gates.champion_non_regression
