@@ -50,10 +50,14 @@ _UNKNOWN = object()  # evaluate did not record which champion it saw
 SCORE_METRICS = ("roc_auc", "log_loss")
 
 
-def _evaluated_champion(non_regression: dict | None, metric: str) -> tuple[object, float | None, str]:
+PREDATES_OVERALL = "evaluate's output predates recording the champion's overall metrics"
+
+
+def rescored_champion(non_regression: dict | None) -> tuple[object, dict | None, str]:
     """From evaluate's ``champion_non_regression`` record (in gates.json): (the champion version
-    evaluate scored, None for "there was none", or ``_UNKNOWN``; its ``metric`` on this test
-    split, None when not measured; why it was not measured)."""
+    evaluate scored, None for "there was none", or ``_UNKNOWN``; its overall metrics on this
+    test split, None when not measured; why they were not measured). Read here for the
+    promotion decision and by the model card's comparison alike."""
     if not isinstance(non_regression, dict):
         return _UNKNOWN, None, "evaluate recorded no champion comparison"
     status = non_regression.get("status")
@@ -61,14 +65,25 @@ def _evaluated_champion(non_regression: dict | None, metric: str) -> tuple[objec
     version = version if version is None or version is _UNKNOWN else str(version)
     if status == "compared":
         overall = non_regression.get("champion_overall")
-        if isinstance(overall, dict) and metric in overall:
-            value = overall[metric]
-            return version, (None if value is None else float(value)), ""
-        return version, None, "evaluate's output predates recording the champion's overall metrics"
+        if isinstance(overall, dict) and overall:
+            return version, overall, ""
+        return version, None, PREDATES_OVERALL
     if status == "unavailable":
         return version, None, f"champion v{version} could not score this test split"
     why = non_regression.get("reason") or "its champion non-regression check was skipped"
     return version, None, f"evaluate did not score the champion on this split: {why}"
+
+
+def _evaluated_champion(non_regression: dict | None, metric: str) -> tuple[object, float | None, str]:
+    """``rescored_champion`` for one metric: (version, its ``metric`` on this test split or
+    None, why not)."""
+    version, overall, why = rescored_champion(non_regression)
+    if overall is None:
+        return version, None, why
+    if metric not in overall:
+        return version, None, PREDATES_OVERALL
+    value = overall[metric]
+    return version, (None if value is None else float(value)), ""
 
 
 def decide_promotion(

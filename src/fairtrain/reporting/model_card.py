@@ -24,6 +24,7 @@ from markdown_it import MarkdownIt
 
 from fairtrain.config import DatasetConfig, Params
 from fairtrain.errors import FairtrainError
+from fairtrain.registry.promotion import rescored_champion
 from fairtrain.reporting.recorded import CardUndefined, as_recorded
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -483,21 +484,6 @@ def appended_batches(validation: dict) -> dict | None:
     return {"rows": rows, "total": total, "original": validation["rows"] - total}
 
 
-def _unscored_reason(non_regression: dict | None, version: str) -> str:
-    """Why evaluate's rescoring of the champion on this test split is not there for ``version``
-    (as ``registry.promotion._evaluated_champion`` reads the same record)."""
-    if not non_regression:
-        return "evaluate recorded no champion comparison"
-    if non_regression.get("status") == "compared":
-        if str(non_regression.get("champion_version")) != version:
-            return f"evaluate rescored champion v{non_regression.get('champion_version')}, not v{version}"
-        return "evaluate's output predates recording the champion's overall metrics"
-    return (
-        non_regression.get("reason")
-        or f"its champion non-regression check was {non_regression.get('status')}"
-    )
-
-
 def champion_comparison_tables(
     comparison: dict | None, registered: dict, gates: dict, evaluation: dict
 ) -> dict | None:
@@ -519,14 +505,10 @@ def champion_comparison_tables(
     if version is None:
         return None
     version = str(version)
-    non_regression = gates.get("champion_non_regression")
-    overall = None
-    if (
-        non_regression
-        and non_regression.get("status") == "compared"
-        and str(non_regression.get("champion_version")) == version
-    ):
-        overall = non_regression.get("champion_overall")
+    # Read as register reads it for its decision.
+    scored, overall, unscored = rescored_champion(gates.get("champion_non_regression"))
+    if overall is not None and str(scored) != version:
+        overall, unscored = None, f"evaluate rescored champion v{scored}, not v{version}"
     on_split = []
     for metric, theirs in (overall or {}).items():
         ours = evaluation.get(metric)
@@ -548,7 +530,7 @@ def champion_comparison_tables(
         "run_id": comparison.get("previous_run_id"),
         "on_split": on_split,
         "own_split": own_split,
-        "unscored": None if overall else _unscored_reason(non_regression, version),
+        "unscored": None if overall else unscored,
         "same_data": None if ours is None or theirs is None else ours == theirs,
         "data_sha256": ours,
         "previous_data_sha256": theirs,
